@@ -1,0 +1,1 @@
+"""GoogLeNet / Inception ImageNet trainer."""
