@@ -1,0 +1,77 @@
+"""Image-folder datasets (`ROOT/<split>/<class>/*`) that survive unreadable files."""
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Callable
+
+from torch.utils.data import Dataset
+
+from googlenet.errors import UserError
+
+from .imaging import UnreadableImage
+
+IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".gif")
+
+
+def sample_rng(seed: int, epoch: int, index: int) -> random.Random:
+    """The random stream of one sample in one epoch: independent of workers, ranks and batch order."""
+    return random.Random(f"{seed}:{epoch}:{index}")
+
+
+def scan_split(root: str | Path, split: str, fix_hint: str = "") -> tuple[list[str], list[tuple[str, int]]]:
+    """Sorted class folder names and (path, class index) pairs; one-line UserErrors for a broken layout."""
+    hint = fix_hint or "set data.root (or IMAGENET_ROOT) to a folder with train/ and val/ (scripts/prepare_imagenet.py)"
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise UserError(f"dataset root {root} does not exist; {hint}")
+    split_dir = root / split
+    if not split_dir.is_dir():
+        raise UserError(f"dataset split {split_dir} does not exist; {hint}")
+    classes = sorted(e.name for e in os.scandir(split_dir) if e.is_dir() and not e.name.startswith("."))
+    if not classes:
+        raise UserError(f"{split_dir} has no class folders; expected {split_dir}/<class>/<image>; {hint}")
+    samples: list[tuple[str, int]] = []
+    for index, name in enumerate(classes):
+        files = sorted(e.path for e in os.scandir(split_dir / name)
+                       if e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS))
+        if not files:
+            raise UserError(f"class folder {split_dir / name} has no images; remove it or add its images")
+        samples.extend((path, index) for path in files)
+    return classes, samples
+
+
+class ImageFolderDataset(Dataset):
+    """Indexed by (index, epoch) pairs from `EpochSampler` (or a plain int, epoch 0).
+
+    Returns (uint8 CHW image, class index, skipped) where `skipped` names the unreadable files that were
+    replaced by the next readable sample ("" when none), so the trainer can count and report them.
+    """
+
+    def __init__(self, root, split: str, transform: Callable, seed: int = 0, classes: list[str] | None = None,
+                 fix_hint: str = ""):
+        self.root, self.split = Path(root), split
+        found, self.samples = scan_split(root, split, fix_hint)
+        if classes is not None and list(classes) != found:
+            raise UserError(f"{self.root / split} has {len(found)} classes that differ from the "
+                            f"{len(classes)} expected; train and val splits must have the same class folders")
+        self.classes = found
+        self.targets = [t for _, t in self.samples]
+        self.transform = transform
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, key):
+        index, epoch = key if isinstance(key, tuple) else (key, 0)
+        skipped = []
+        for offset in range(len(self.samples)):
+            path, target = self.samples[(index + offset) % len(self.samples)]
+            try:
+                image = self.transform(path, sample_rng(self.seed, epoch, index))
+                return image, target, "\n".join(skipped)
+            except UnreadableImage:
+                skipped.append(path)
+        raise UserError(f"no readable image in {self.root / self.split}; check the files")

@@ -1,0 +1,112 @@
+"""Datasets and loaders from the `data` config group."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from googlenet.errors import UserError
+
+from .classes import class_names
+from .datasets import ImageFolderDataset
+from .samplers import EpochSampler
+from .synthetic import SyntheticLoader
+from .transforms import EvalTransform, PhotometricDistortion, TrainTransform
+
+
+def eval_resize(data_cfg) -> int:
+    """Shorter side before the centre crop: data.eval_resize, or crop/0.875 (256 for 224, 342 for 299)."""
+    return int(data_cfg.eval_resize or round(data_cfg.crop_size / 0.875))
+
+
+def train_transform(data_cfg) -> TrainTransform:
+    a = data_cfg.augment
+    photometric = None
+    if any(a[k] > 0 for k in ("brightness", "contrast", "saturation", "hue")):
+        photometric = PhotometricDistortion(a.brightness, a.contrast, a.saturation, a.hue)
+    return TrainTransform(size=data_cfg.crop_size, scale=tuple(a.scale), ratio=tuple(a.ratio), hflip=a.hflip,
+                          photometric=photometric, random_interpolation=a.random_interpolation,
+                          fast_decode=data_cfg.fast_decode)
+
+
+def eval_transform(data_cfg) -> EvalTransform:
+    return EvalTransform(size=data_cfg.crop_size, resize=eval_resize(data_cfg), fast_decode=data_cfg.fast_decode)
+
+
+def dataset_root(data_cfg) -> Path:
+    if data_cfg.name == "sample":
+        from .sample import ensure_sample_data
+        return ensure_sample_data(data_cfg.root)
+    if not data_cfg.root:
+        raise UserError("data.root is not set; pass data.root=/path/to/imagenet or export IMAGENET_ROOT")
+    return Path(data_cfg.root).expanduser()
+
+
+def make_loader(dataset, sampler: EpochSampler, data_cfg, drop_last: bool, seed: int) -> DataLoader:
+    workers = int(data_cfg.workers)
+    return DataLoader(
+        dataset, batch_size=data_cfg.batch_size, sampler=sampler, num_workers=workers,
+        pin_memory=bool(data_cfg.pin_memory) and torch.cuda.is_available(), drop_last=drop_last,
+        persistent_workers=bool(data_cfg.persistent_workers) and workers > 0,
+        prefetch_factor=data_cfg.prefetch_factor if workers > 0 else None,
+        generator=torch.Generator().manual_seed(seed),
+    )
+
+
+@dataclass
+class DataBundle:
+    train: object          # iterable of (uint8 images, targets, skipped) with set_epoch(epoch, start)
+    val: object
+    classes: list[str]     # folder names (wnids for ImageNet)
+    names: list[str]       # human-readable class names
+    train_size: int
+    val_size: int
+
+
+def build_data(data_cfg, seed: int, rank: int = 0, world_size: int = 1, device="cpu") -> DataBundle:
+    if data_cfg.name == "synthetic":
+        n = data_cfg.num_classes
+        train = SyntheticLoader(data_cfg.train_batches, data_cfg.batch_size, data_cfg.crop_size, n, device, seed)
+        val = SyntheticLoader(data_cfg.val_batches, data_cfg.batch_size, data_cfg.crop_size, n, device, seed + 1)
+        classes = [f"class_{i}" for i in range(n)]
+        return DataBundle(train, val, classes, classes, train.dataset_size * world_size, val.dataset_size * world_size)
+
+    root = dataset_root(data_cfg)
+    train_set = ImageFolderDataset(root, data_cfg.train_split, train_transform(data_cfg), seed)
+    val_set = ImageFolderDataset(root, data_cfg.val_split, eval_transform(data_cfg), seed, classes=train_set.classes)
+    if len(train_set.classes) != data_cfg.num_classes:
+        raise UserError(f"{root / data_cfg.train_split} has {len(train_set.classes)} classes but "
+                        f"data.num_classes={data_cfg.num_classes}; set data.num_classes={len(train_set.classes)}")
+    if len(train_set) < data_cfg.batch_size * world_size:
+        raise UserError(f"data.batch_size={data_cfg.batch_size} x {world_size} process(es) is larger than the "
+                        f"{len(train_set)} training images; lower data.batch_size")
+    train_sampler = EpochSampler(len(train_set), seed, shuffle=True, rank=rank, world_size=world_size, pad=True)
+    val_sampler = EpochSampler(len(val_set), seed, shuffle=False, rank=rank, world_size=world_size, pad=False)
+    return DataBundle(
+        train=SamplerLoader(make_loader(train_set, train_sampler, data_cfg, drop_last=True, seed=seed)),
+        val=SamplerLoader(make_loader(val_set, val_sampler, data_cfg, drop_last=False, seed=seed)),
+        classes=train_set.classes, names=class_names(train_set.classes),
+        train_size=len(train_set), val_size=len(val_set))
+
+
+class SamplerLoader:
+    """A DataLoader whose epoch (and mid-epoch start, in batches) is set through its EpochSampler."""
+
+    def __init__(self, loader: DataLoader):
+        self.loader = loader
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.loader.sampler.set_epoch(epoch, start * self.loader.batch_size)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        return iter(self.loader)
+
+
+def default_workers() -> int:
+    return min(8, os.cpu_count() or 1)

@@ -1,0 +1,117 @@
+"""Multi-crop evaluation views: 1 crop, 10 crops, and the 144 crops of the GoogLeNet paper.
+
+Geometry is computed first (a list of `View`s in the coordinates of the image resized to a given shorter
+side), then cut from one decoded image tensor: each image is decoded once, resized once per scale.
+
+- 1 crop: shorter side -> `resize`, the centre `size` x `size` crop.
+- 10 crops: shorter side -> `resize`, the 4 corner and the centre crops, and their mirrors.
+- 144 crops: 4 scales x 3 squares x 6 views x 2 mirrors. Scales: shorter side 256, 288, 320, 352 for a
+  224 px model, scaled by size/224 otherwise (342, 384, 427, 470 at 299 px). Squares: left, centre, right
+  (top, centre, bottom for portrait images), each `scale` x `scale`. Views: the 4 corner and the centre
+  `size` crops of the square, and the whole square resized to `size`.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .imaging import draft_for_scale, open_image, pil_to_uint8_tensor, to_rgb
+
+PAPER_SCALES = (256, 288, 320, 352)
+CROP_MODES = (1, 10, 144)
+
+
+@dataclass(frozen=True)
+class View:
+    scale: int              # the image is first resized so that its shorter side is `scale`
+    left: int               # box in that resized image
+    top: int
+    side: int               # square box side; resized to the output size when different from it
+    flip: bool = False
+
+
+def resized_shape(width: int, height: int, shorter: int) -> tuple[int, int]:
+    """(width, height) after resizing the shorter side to `shorter`, keeping the aspect ratio."""
+    if width <= height:
+        return shorter, max(shorter, round(height * shorter / width))
+    return max(shorter, round(width * shorter / height)), shorter
+
+
+def paper_scales(size: int) -> tuple[int, ...]:
+    return tuple(round(s * size / 224) for s in PAPER_SCALES)
+
+
+def _five(left: int, top: int, width: int, height: int, size: int) -> list[tuple[int, int]]:
+    """Top-left corners of the 4 corner crops and the centre crop of a region."""
+    return [(left, top), (left + width - size, top), (left, top + height - size),
+            (left + width - size, top + height - size),
+            (left + round((width - size) / 2), top + round((height - size) / 2))]
+
+
+def views(width: int, height: int, crops: int, size: int, resize: int) -> list[View]:
+    """The views of one `width` x `height` image for `crops` in (1, 10, 144)."""
+    if crops == 1:
+        w, h = resized_shape(width, height, resize)
+        return [View(resize, round((w - size) / 2), round((h - size) / 2), size)]
+    if crops == 10:
+        w, h = resized_shape(width, height, resize)
+        base = [View(resize, x, y, size) for x, y in _five(0, 0, w, h, size)]
+        return base + [View(v.scale, v.left, v.top, v.side, flip=True) for v in base]
+    if crops == 144:
+        out = []
+        for scale in paper_scales(size):
+            w, h = resized_shape(width, height, scale)
+            long_side = max(w, h)
+            for offset in (0, round((long_side - scale) / 2), long_side - scale):
+                sx, sy = (offset, 0) if w >= h else (0, offset)
+                square = [View(scale, x, y, size) for x, y in _five(sx, sy, scale, scale, size)]
+                square.append(View(scale, sx, sy, scale))
+                out += square + [View(v.scale, v.left, v.top, v.side, flip=True) for v in square]
+        return out
+    raise ValueError(f"crops must be one of {CROP_MODES}, got {crops}")
+
+
+def resize_uint8(image: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """Bilinear resize of a CHW uint8 image (antialiased when shrinking)."""
+    if tuple(image.shape[-2:]) == (height, width):
+        return image
+    x = F.interpolate(image.unsqueeze(0).float(), size=(height, width), mode="bilinear", antialias=True,
+                      align_corners=False)
+    return x.round_().clamp_(0, 255).to(torch.uint8)[0]
+
+
+def cut_views(image: torch.Tensor, view_list: list[View], size: int, original: tuple[int, int] | None = None):
+    """Cut every view from a CHW uint8 image: an (n, 3, size, size) uint8 tensor.
+
+    `original` is the (width, height) the views were computed for, when the image was decoded smaller.
+    """
+    width, height = original or (image.shape[-1], image.shape[-2])
+    resized: dict[int, torch.Tensor] = {}
+    out = torch.empty((len(view_list), 3, size, size), dtype=torch.uint8)
+    for i, v in enumerate(view_list):
+        if v.scale not in resized:
+            resized[v.scale] = resize_uint8(image, *resized_shape(width, height, v.scale))
+        crop = resize_uint8(resized[v.scale][:, v.top:v.top + v.side, v.left:v.left + v.side], size, size)
+        out[i] = crop.flip(-1) if v.flip else crop
+    return out
+
+
+class MultiCropTransform:
+    """File path -> (n_crops, 3, size, size) uint8; decodes once, at reduced JPEG size when that is enough."""
+
+    def __init__(self, crops: int, size: int, resize: int, fast_decode: bool = True):
+        if crops not in CROP_MODES:
+            raise ValueError(f"crops must be one of {CROP_MODES}, got {crops}")
+        self.crops, self.size, self.resize, self.fast_decode = crops, size, resize, fast_decode
+
+    def __call__(self, path, rng: random.Random | None = None) -> torch.Tensor:
+        img = open_image(path)
+        width, height = img.size
+        largest = max(paper_scales(self.size)) if self.crops == 144 else self.resize
+        if self.fast_decode:
+            draft_for_scale(img, min(width, height) / largest)
+        image = pil_to_uint8_tensor(to_rgb(img))
+        return cut_views(image, views(width, height, self.crops, self.size, self.resize), self.size, (width, height))

@@ -1,0 +1,123 @@
+"""Per-image transforms, from a file path to a CHW uint8 tensor.
+
+Training follows the GoogLeNet paper: a random crop of 8%..100% of the area with aspect ratio in
+[3/4, 4/3], a random flip, photometric distortions and (optionally) a random interpolation. Every random
+choice comes from a `random.Random` handed in per sample, seeded by (seed, epoch, index), so batches are
+reproducible whatever the number of workers. Normalisation (and the PCA lighting noise) run later on the
+device, on whole batches (see `data.device_ops`).
+"""
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+
+import torchvision.transforms.functional as TF
+from PIL import Image
+
+from .imaging import draft_for_scale, open_image, pil_to_uint8_tensor, to_rgb
+
+# The paper's "random interpolation": bilinear, area, nearest neighbour and cubic.
+INTERPOLATIONS = {
+    "bilinear": Image.Resampling.BILINEAR,
+    "area": Image.Resampling.BOX,
+    "nearest": Image.Resampling.NEAREST,
+    "bicubic": Image.Resampling.BICUBIC,
+}
+
+
+def sample_crop_box(width: int, height: int, scale: tuple[float, float], ratio: tuple[float, float],
+                    rng: random.Random) -> tuple[float, float, float, float]:
+    """(left, top, w, h) covering a random fraction `scale` of the area with aspect ratio (w/h) in `ratio`.
+
+    Area and log-aspect are drawn uniformly; up to 10 draws that do not fit are retried, then the
+    largest centred box with the aspect ratio clamped into `ratio` is used.
+    """
+    area = width * height
+    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
+    for _ in range(10):
+        target = area * rng.uniform(*scale)
+        aspect = math.exp(rng.uniform(log_lo, log_hi))
+        w = math.sqrt(target * aspect)
+        h = math.sqrt(target / aspect)
+        if 1 <= w <= width and 1 <= h <= height:
+            return rng.uniform(0, width - w), rng.uniform(0, height - h), w, h
+    aspect = min(max(width / height, ratio[0]), ratio[1])
+    w, h = (width, width / aspect) if width / height <= aspect else (height * aspect, height)
+    return (width - w) / 2, (height - h) / 2, w, h
+
+
+@dataclass
+class PhotometricDistortion:
+    """Brightness, contrast, saturation and hue jitter in a random order (factors as ColorJitter's)."""
+
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.4
+    hue: float = 0.0
+
+    def __call__(self, img: Image.Image, rng: random.Random) -> Image.Image:
+        ops = []
+        if self.brightness > 0:
+            ops.append((TF.adjust_brightness, rng.uniform(max(0.0, 1 - self.brightness), 1 + self.brightness)))
+        if self.contrast > 0:
+            ops.append((TF.adjust_contrast, rng.uniform(max(0.0, 1 - self.contrast), 1 + self.contrast)))
+        if self.saturation > 0:
+            ops.append((TF.adjust_saturation, rng.uniform(max(0.0, 1 - self.saturation), 1 + self.saturation)))
+        if self.hue > 0:
+            ops.append((TF.adjust_hue, rng.uniform(-self.hue, self.hue)))
+        rng.shuffle(ops)
+        for op, factor in ops:
+            img = op(img, factor)
+        return img
+
+
+@dataclass
+class TrainTransform:
+    size: int = 224
+    scale: tuple[float, float] = (0.08, 1.0)
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    hflip: bool = True
+    photometric: PhotometricDistortion | None = None
+    random_interpolation: bool = False
+    fast_decode: bool = True  # JPEG draft decoding when the crop is shrunk 2x or more
+
+    def __call__(self, path, rng: random.Random):
+        img = open_image(path)
+        width, height = img.size
+        left, top, w, h = sample_crop_box(width, height, self.scale, self.ratio, rng)
+        resample = INTERPOLATIONS[rng.choice(list(INTERPOLATIONS))] if self.random_interpolation \
+            else Image.Resampling.BILINEAR
+        sx, sy = draft_for_scale(img, min(w, h) / self.size) if self.fast_decode else (1.0, 1.0)
+        img = to_rgb(img)
+        box = (left / sx, top / sy, (left + w) / sx, (top + h) / sy)
+        img = img.resize((self.size, self.size), resample, box=box)
+        if self.hflip and rng.random() < 0.5:
+            img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        if self.photometric is not None:
+            img = self.photometric(img, rng)
+        return pil_to_uint8_tensor(img)
+
+
+def center_box(width: int, height: int, resize: int, crop: int) -> tuple[float, float, float, float]:
+    """The region of the original image that 'resize the shorter side to `resize`, centre-crop `crop`' keeps."""
+    side = min(width, height) * crop / resize
+    return (width - side) / 2, (height - side) / 2, side, side
+
+
+@dataclass
+class EvalTransform:
+    """Resize the shorter side to `resize`, centre-crop `size` (done as one resize of the kept region)."""
+
+    size: int = 224
+    resize: int = 256
+    fast_decode: bool = True
+
+    def __call__(self, path, rng: random.Random | None = None):
+        img = open_image(path)
+        width, height = img.size
+        left, top, w, h = center_box(width, height, self.resize, self.size)
+        sx, sy = draft_for_scale(img, min(width, height) / self.resize) if self.fast_decode else (1.0, 1.0)
+        img = to_rgb(img)
+        box = (left / sx, top / sy, (left + w) / sx, (top + h) / sy)
+        return pil_to_uint8_tensor(img.resize((self.size, self.size), Image.Resampling.BILINEAR, box=box))
