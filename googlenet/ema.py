@@ -1,0 +1,42 @@
+"""Exponential moving average (Polyak averaging) of a model's weights and batch-norm statistics."""
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+
+class ModelEMA:
+    """ema <- d * ema + (1 - d) * model, over parameters and floating-point buffers (BN running stats).
+
+    The decay ramps up as in TensorFlow's ExponentialMovingAverage: d = min(decay, (1 + n) / (10 + n))
+    after n updates, so early averages are not dominated by the random initialisation. Integer buffers
+    (BN's num_batches_tracked) are copied.
+    """
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.module = copy.deepcopy(model).eval().requires_grad_(False)
+        self.decay = decay
+        self.updates = 0
+
+    def current_decay(self) -> float:
+        return min(self.decay, (1 + self.updates) / (10 + self.updates))
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        d = self.current_decay()
+        self.updates += 1
+        ema_state, state = self.module.state_dict(), model.state_dict()
+        floats = [k for k, v in ema_state.items() if v.is_floating_point()]
+        torch._foreach_lerp_([ema_state[k] for k in floats], [state[k].detach() for k in floats], 1 - d)
+        for k, v in ema_state.items():
+            if not v.is_floating_point():
+                v.copy_(state[k])
+
+    def state_dict(self) -> dict:
+        return {"model": self.module.state_dict(), "updates": self.updates, "decay": self.decay}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.module.load_state_dict(state["model"])
+        self.updates = state["updates"]

@@ -1,0 +1,78 @@
+"""Optimizers (SGD, RMSProp in PyTorch's or TensorFlow's form), parameter groups and lr scaling."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .errors import UserError
+
+
+def scaled_lr(optim_cfg, global_batch: int) -> float:
+    """optim.lr is the lr at optim.base_batch images per optimizer step; scale it to the actual batch."""
+    ratio = global_batch / optim_cfg.base_batch
+    rule = optim_cfg.scale_lr
+    return optim_cfg.lr * (ratio if rule == "linear" else math.sqrt(ratio) if rule == "sqrt" else 1.0)
+
+
+def parameter_groups(model: nn.Module, weight_decay: float, no_decay_norm_bias: bool) -> list[dict]:
+    if not no_decay_norm_bias:
+        return [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": weight_decay}]
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            # 1-d tensors are biases and normalisation scales/shifts
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+class RMSpropTF(torch.optim.Optimizer):
+    """RMSProp as TensorFlow computes it, which the Inception-v3 recipe (eps 1.0) was tuned for.
+
+    ms <- alpha * ms + (1 - alpha) * g^2   (ms starts at 1, not 0)
+    mom <- momentum * mom + lr * g / sqrt(ms + eps)   (eps inside the square root)
+    p <- p - mom
+    Weight decay is added to the gradient (L2), as in TF-slim's regularisers.
+    """
+
+    def __init__(self, params, lr: float, alpha: float = 0.9, eps: float = 1.0, momentum: float = 0.9,
+                 weight_decay: float = 0.0):
+        super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, momentum=momentum, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = closure() if closure is not None else None
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            grads = [p.grad for p in params]
+            if group["weight_decay"]:
+                grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
+            for p in params:
+                if not self.state[p]:
+                    self.state[p]["square_avg"] = torch.ones_like(p)
+                    self.state[p]["momentum_buffer"] = torch.zeros_like(p)
+            square = [self.state[p]["square_avg"] for p in params]
+            momentum = [self.state[p]["momentum_buffer"] for p in params]
+            torch._foreach_mul_(square, group["alpha"])
+            torch._foreach_addcmul_(square, grads, grads, value=1 - group["alpha"])
+            denom = torch._foreach_sqrt(torch._foreach_add(square, group["eps"]))
+            torch._foreach_mul_(momentum, group["momentum"])
+            torch._foreach_addcdiv_(momentum, grads, denom, value=group["lr"])
+            torch._foreach_sub_(params, momentum)
+        return loss
+
+
+def build_optimizer(model: nn.Module, optim_cfg, lr: float, device_type: str = "cpu") -> torch.optim.Optimizer:
+    groups = parameter_groups(model, optim_cfg.weight_decay, optim_cfg.no_decay_norm_bias)
+    fast = {"foreach": True} if device_type == "cuda" else {}
+    if optim_cfg.name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=optim_cfg.momentum, nesterov=optim_cfg.nesterov, **fast)
+    if optim_cfg.name == "rmsprop":
+        if optim_cfg.tf_style:
+            return RMSpropTF(groups, lr=lr, alpha=optim_cfg.alpha, eps=optim_cfg.eps, momentum=optim_cfg.momentum)
+        return torch.optim.RMSprop(groups, lr=lr, alpha=optim_cfg.alpha, eps=optim_cfg.eps,
+                                   momentum=optim_cfg.momentum, **fast)
+    raise UserError(f"optim.name={optim_cfg.name!r} is not one of: sgd, rmsprop")

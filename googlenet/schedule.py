@@ -1,0 +1,42 @@
+"""Learning-rate schedules as a pure function of the optimizer step: warmup, then cosine or step decay."""
+from __future__ import annotations
+
+import bisect
+import math
+
+
+class LRSchedule:
+    """lr(step) for `epochs` x `steps_per_epoch` optimizer steps.
+
+    Warmup is always linear per step (from warmup_start x peak). After it, `cosine` anneals to
+    min_lr x peak, `step` multiplies by gamma every step_epochs, `multistep` by gamma at each milestone.
+    With interval=epoch the decay only changes at epoch boundaries (the paper's "every 8 epochs").
+    """
+
+    def __init__(self, cfg, peak_lr: float, steps_per_epoch: int, epochs: int):
+        self.cfg, self.peak = cfg, peak_lr
+        self.steps_per_epoch = max(1, steps_per_epoch)
+        self.total = self.steps_per_epoch * epochs
+        self.warmup = round(cfg.warmup_epochs * self.steps_per_epoch)
+
+    def decay_factor(self, epoch: float) -> float:
+        c = self.cfg
+        if c.name == "cosine":
+            warm = self.warmup / self.steps_per_epoch
+            span = max(self.total / self.steps_per_epoch - warm, 1e-12)
+            progress = min(max((epoch - warm) / span, 0.0), 1.0)
+            return c.min_lr + (1 - c.min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
+        if c.name == "step":
+            return c.gamma ** math.floor(epoch / c.step_epochs + 1e-9)
+        if c.name == "multistep":
+            return c.gamma ** bisect.bisect_right(sorted(c.milestones), epoch + 1e-9)
+        raise ValueError(c.name)
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            start = self.cfg.warmup_start
+            return self.peak * (start + (1 - start) * step / self.warmup)
+        epoch = step / self.steps_per_epoch
+        if self.cfg.interval == "epoch":
+            epoch = math.floor(epoch + 1e-9)
+        return self.peak * self.decay_factor(epoch)
