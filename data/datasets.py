@@ -6,6 +6,7 @@ import random
 from pathlib import Path
 from typing import Callable
 
+import torch
 from torch.utils.data import Dataset
 
 from googlenet.errors import UserError
@@ -47,10 +48,12 @@ class ImageFolderDataset(Dataset):
 
     Returns (uint8 CHW image, class index, skipped) where `skipped` names the unreadable files that were
     replaced by the next readable sample ("" when none), so the trainer can count and report them.
+    With `replace_unreadable=False` (evaluation, where a stand-in would be counted twice) an unreadable
+    file gives (None, class index, its path) instead; `collate_readable` drops those.
     """
 
     def __init__(self, root, split: str, transform: Callable, seed: int = 0, classes: list[str] | None = None,
-                 fix_hint: str = ""):
+                 fix_hint: str = "", replace_unreadable: bool = True):
         self.root, self.split = Path(root), split
         found, self.samples = scan_split(root, split, fix_hint)
         if classes is not None and list(classes) != found:
@@ -60,6 +63,7 @@ class ImageFolderDataset(Dataset):
         self.targets = [t for _, t in self.samples]
         self.transform = transform
         self.seed = seed
+        self.replace_unreadable = replace_unreadable
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -73,5 +77,17 @@ class ImageFolderDataset(Dataset):
                 image = self.transform(path, sample_rng(self.seed, epoch, index))
                 return image, target, "\n".join(skipped)
             except UnreadableImage:
+                if not self.replace_unreadable:
+                    return None, target, path
                 skipped.append(path)
         raise UserError(f"no readable image in {self.root / self.split}; check the files")
+
+
+def collate_readable(batch):
+    """Stack the readable samples of a batch; returns (images, targets, unreadable paths)."""
+    readable = [(image, target) for image, target, _ in batch if image is not None]
+    unreadable = [path for image, _, path in batch if image is None]
+    if not readable:
+        return None, None, unreadable
+    images = torch.stack([image for image, _ in readable])
+    return images, torch.tensor([t for _, t in readable]), unreadable

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from .imaging import draft_for_scale, open_image, pil_to_uint8_tensor, to_rgb
+from .transforms import EvalTransform
 
 PAPER_SCALES = (256, 288, 320, 352)
 CROP_MODES = (1, 10, 144)
@@ -108,6 +109,8 @@ class MultiCropTransform:
         self.crops, self.size, self.resize, self.fast_decode = crops, size, resize, fast_decode
 
     def __call__(self, path, rng: random.Random | None = None) -> torch.Tensor:
+        if self.crops == 1:  # exactly the trainer's validation transform, so 1-crop numbers agree with it
+            return EvalTransform(self.size, self.resize, self.fast_decode)(path).unsqueeze(0)
         img = open_image(path)
         width, height = img.size
         largest = max(paper_scales(self.size)) if self.crops == 144 else self.resize

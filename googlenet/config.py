@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -21,14 +22,32 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 def _first_line(e: Exception) -> str:
     text = str(e).strip() or type(e).__name__
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    # Hydra puts the useful part ("Key 'lrr' is not in struct") after a generic first line
-    detail = next((ln for ln in lines[1:] if "not in struct" in ln or "Could not" in ln), "")
-    return f"{lines[0]} {detail}".strip()
+    cause = str(e.__cause__ or "")
+    if "not in struct" in cause and lines[0].startswith("Could not override"):
+        key = lines[0].split("'")[1]
+        return f"{key} is not a config key (check the spelling; python train.py --cfg lists every key)"
+    missing = re.search(r"Could not find '([\w/]+)/([^']+)'", lines[0])
+    if missing and (CONFIG_DIR / missing.group(1)).is_dir():
+        group, name = missing.groups()
+        options = sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+        return f"unknown {group} {name!r}; choose one of: {', '.join(options)}"
+    return lines[0]
+
+
+def _reject_new_keys(overrides: list[str]) -> None:
+    """`+key=value` would silently add a key nothing reads; only config groups may be added that way."""
+    for item in overrides:
+        if item.startswith("+") and not item.startswith("++") and "=" in item:
+            key = item.lstrip("+").split("=", 1)[0]
+            if "." in key or not (CONFIG_DIR / key).is_dir():
+                raise UserError(f"{item}: adding new keys is not supported; {key} is not a config key "
+                                "(python train.py --cfg lists every key)")
 
 
 def compose_config(config_name: str, overrides: list[str] | None = None) -> DictConfig:
     """The composed config with `run_dir` set from hydra.run.dir (when the config has one) and validated."""
     overrides = list(overrides or [])
+    _reject_new_keys(overrides)
     setup_globals()
     started = launch_time()  # one timestamp for all ranks of a torchrun job, and across its restarts
     OmegaConf.register_new_resolver("now", lambda pattern: started.strftime(pattern), replace=True)
@@ -37,7 +56,7 @@ def compose_config(config_name: str, overrides: list[str] | None = None) -> Dict
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
             cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
     except (HydraException, OmegaConfBaseException) as e:
-        raise UserError(f"bad config override: {_first_line(e)}") from None
+        raise UserError(_first_line(e)) from None
     finally:
         GlobalHydra.instance().clear()
     run_dir = OmegaConf.select(cfg, "hydra.run.dir", default=None)
@@ -183,11 +202,18 @@ def validate_train(cfg):
 def validate_evaluate(cfg):
     if not cfg.get("ckpt"):
         raise UserError("ckpt is required: python evaluate.py ckpt=runs/.../checkpoints/best.pt")
+    if cfg.model is not None:
+        _choice(cfg, "model", list(PRESETS))
     _choice(cfg, "crops", [1, 10, 144])
+    _choice(cfg, "ema", ["auto", True, False])
+    _choice(cfg, "precision", ["auto", "32", "bf16", "fp16", 32])
     _number(cfg, "batch_size", integer=True, low=1)
+    _number(cfg, "crop_batch", integer=True, low=1)
     _number(cfg, "workers", integer=True, low=0)
     _number(cfg, "limit_batches", integer=True, low=1, optional=True)
-    _bool(cfg, "ema")
+    _number(cfg, "data.crop_size", integer=True, low=16, optional=True)
+    _number(cfg, "data.eval_resize", integer=True, low=16, optional=True)
+    _bool(cfg, "per_class")
 
 
 VALIDATORS = {"train": validate_train, "evaluate": validate_evaluate}

@@ -58,9 +58,13 @@ class RunLog:
         if self.writer is not None:
             self.writer.add_image(tag, grid, step)
 
-    def hparams(self, hparams: dict, metrics: dict) -> None:
+    def hparams(self, hparams: dict, metrics: dict, step: int) -> None:
+        """Hyperparameters with final metrics, in the run's own event file (add_hparams would start another)."""
         if self.writer is not None:
-            self.writer.add_hparams(hparams, metrics, run_name=".")
+            from torch.utils.tensorboard.summary import hparams as hparams_summary
+            for summary in hparams_summary(hparams, metrics):
+                self.writer.file_writer.add_summary(summary)
+            self.scalars(metrics, step)
 
     def bar(self, total: int, desc: str, initial: int = 0, leave: bool = False):
         if not self.progress:

@@ -230,6 +230,8 @@ class Trainer:
                     metrics.update(self.validate_all())
                 self.last_metrics = metrics
                 self._end_of_epoch(metrics)
+                if self.epoch < epochs and D.any_rank(self.stop_requested, self.env, self.device):
+                    raise TrainingInterrupted()  # last.pt was just written
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -347,7 +349,7 @@ class Trainer:
                 every = t.checkpoint_every_steps
                 if every and self.step % every == 0 and index < self.batches_per_epoch:
                     self.save("last.pt")
-                if self._should_stop():
+                if index < self.batches_per_epoch and self._should_stop():
                     self.save("last.pt")
                     bar.close()
                     raise TrainingInterrupted()
@@ -458,7 +460,7 @@ class Trainer:
         final = {f"hparam/{k}": v for k, v in self.last_metrics.items()
                  if k.startswith("val") and not k.endswith("images")}
         if final:
-            self.log.hparams(hparams, final)
+            self.log.hparams(hparams, final, self.step)
 
     def close(self) -> None:
         self.log.close()

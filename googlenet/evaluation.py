@@ -1,0 +1,216 @@
+"""Multi-crop evaluation (1, 10, 144 crops) of a train.py checkpoint or of torchvision weights."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+from torch.utils.data import DataLoader
+
+from data.classes import class_names, imagenet_classes
+from data.datasets import ImageFolderDataset, collate_readable
+from data.device_ops import BatchNormalizer
+from data.loaders import dataset_root, eval_resize
+from data.multicrop import MultiCropTransform
+from data.samplers import EpochSampler
+
+from . import distributed as D
+from .checkpoint import load_checkpoint
+from .errors import UserError
+from .models.convert import load_torchvision_weights, read_state_dict
+from .models.registry import INPUT_SIZE, build_model
+from .trainer import PRECISIONS, model_options, resolve_device
+
+# Single-model top-5 error of GoogLeNet in the paper (Table 3), by crops per image.
+PAPER_TOP5_ERROR = {1: 10.07, 10: 9.15, 144: 7.89}
+
+
+@dataclass
+class LoadedModel:
+    model: nn.Module
+    name: str
+    classes: list[str]
+    names: list[str]
+    data_cfg: dict          # the data settings the weights were trained with (root, crop size, ...)
+    weights: str            # "raw", "ema" or "torchvision"
+
+
+def load_for_eval(cfg) -> LoadedModel:
+    path = Path(str(cfg.ckpt)).expanduser()
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} not found; pass ckpt=runs/.../checkpoints/best.pt")
+    if path.suffix == ".pth" or cfg.model in ("inception_v1_torchvision", "inception_v3_torchvision"):
+        return _load_torchvision(cfg, path)
+    state = load_checkpoint(path)
+    saved = state["config"]
+    name = saved["model"]["name"]
+    if cfg.model is not None and cfg.model != name:
+        raise UserError(f"checkpoint {path} holds model {name}, not {cfg.model}; drop model= or pass the right ckpt")
+    model = build_model(name, **model_options(OmegaConf.create(saved["model"])))
+    use_ema = state.get("ema") is not None if cfg.ema == "auto" else bool(cfg.ema)
+    if use_ema and state.get("ema") is None:
+        raise UserError(f"checkpoint {path} has no EMA weights (trained with ema.enabled=false); use ema=false")
+    try:
+        model.load_state_dict(state["ema"]["model"] if use_ema else state["model"])
+    except RuntimeError as e:
+        raise UserError(f"checkpoint {path} does not fit model {name}: {str(e).splitlines()[0]}") from None
+    return LoadedModel(model, name, list(state["classes"]), list(state.get("class_names") or state["classes"]),
+                       saved["data"], "ema" if use_ema else "raw")
+
+
+def _load_torchvision(cfg, path: Path) -> LoadedModel:
+    if cfg.model not in ("inception_v1_torchvision", "inception_v3_torchvision"):
+        raise UserError(f"{path} looks like torchvision weights; add model=inception_v1_torchvision "
+                        "(googlenet) or model=inception_v3_torchvision (inception_v3)")
+    state = read_state_dict(path)
+    model = build_model(cfg.model, aux_logits=any(k.startswith(("aux1.", "AuxLogits.")) for k in state))
+    load_torchvision_weights(model, state)
+    wnids = [w for w, _ in imagenet_classes()]
+    size = INPUT_SIZE[cfg.model]
+    data_cfg = {"name": "imagenet", "root": os.environ.get("IMAGENET_ROOT"), "crop_size": size,
+                "eval_resize": round(size / 0.875)}
+    return LoadedModel(model, cfg.model, wnids, class_names(wnids), data_cfg, "torchvision")
+
+
+def _data_settings(cfg, loaded: LoadedModel):
+    merged = dict(loaded.data_cfg)
+    for key in ("root", "crop_size", "eval_resize", "fast_decode"):
+        if cfg.data.get(key) is not None:
+            merged[key] = cfg.data[key]
+    merged.setdefault("fast_decode", True)
+    return OmegaConf.create(merged)
+
+
+def default_output(cfg) -> Path:
+    ckpt = Path(str(cfg.ckpt)).expanduser()
+    return ckpt.with_name(f"{ckpt.stem}.eval-{cfg.split}-{cfg.crops}crop.json")
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+@torch.no_grad()
+def run_evaluation(cfg) -> dict:
+    """Evaluate and return the results dict (also written as JSON on rank 0)."""
+    device = resolve_device(str(cfg.device))
+    env = D.init_distributed(cfg.dist, device.type)
+    if env.enabled and device.type == "cuda":
+        device = torch.device("cuda", env.local_rank)
+    try:
+        return _evaluate(cfg, device, env)
+    finally:
+        D.shutdown(env)
+
+
+def _evaluate(cfg, device, env) -> dict:
+    loaded = load_for_eval(cfg)
+    data_cfg = _data_settings(cfg, loaded)
+    size, resize = int(data_cfg.crop_size), eval_resize(data_cfg)
+    root = dataset_root(data_cfg)
+    dataset = ImageFolderDataset(root, cfg.split, MultiCropTransform(cfg.crops, size, resize, data_cfg.fast_decode),
+                                 replace_unreadable=False)
+    if dataset.classes != loaded.classes:
+        raise UserError(f"{root / cfg.split} has {len(dataset.classes)} classes but the model was trained on "
+                        f"{len(loaded.classes)} (or in another order); evaluate on the dataset it was trained for")
+    sampler = EpochSampler(len(dataset), shuffle=False, rank=env.rank, world_size=env.world_size, pad=False)
+    loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers,
+                        collate_fn=collate_readable, pin_memory=device.type == "cuda")
+    precision = ("bf16" if device.type == "cuda" else "32") if cfg.precision == "auto" else str(cfg.precision)
+    dtype = PRECISIONS[precision]
+    model = loaded.model.to(device).eval()
+    channels_last = device.type == "cuda"
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    normalizer = BatchNormalizer(channels_last=channels_last).to(device).eval()
+    num_classes = len(loaded.classes)
+    per_class = torch.zeros(3, num_classes, device=device, dtype=torch.float64)  # images, top1, top5
+    unreadable: list[str] = []
+    total_batches = min(len(loader), cfg.limit_batches or len(loader))
+    start = time.perf_counter()
+    for i, (images, targets, bad) in enumerate(loader):
+        if i >= total_batches:
+            break
+        unreadable += bad
+        if images is None:
+            continue
+        images = images.to(device, non_blocking=True)          # (B, crops, 3, S, S) uint8
+        targets = targets.to(device, non_blocking=True)
+        b, n = images.shape[:2]
+        flat = images.flatten(0, 1)
+        probs = torch.empty(b * n, num_classes, device=device)
+        for j in range(0, b * n, cfg.crop_batch):
+            x = normalizer(flat[j:j + cfg.crop_batch])
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                logits = model(x)
+            probs[j:j + cfg.crop_batch] = logits.float().softmax(dim=1)
+        mean_probs = probs.view(b, n, num_classes).mean(dim=1)   # average probabilities, not logits
+        top5 = mean_probs.topk(min(5, num_classes), dim=1).indices
+        hit1 = top5[:, 0].eq(targets)
+        hit5 = top5.eq(targets.view(-1, 1)).any(dim=1)
+        per_class[0].index_add_(0, targets, torch.ones_like(targets, dtype=torch.float64))
+        per_class[1].index_add_(0, targets, hit1.double())
+        per_class[2].index_add_(0, targets, hit5.double())
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elapsed = time.perf_counter() - start
+    D.all_reduce_sum(per_class, env)
+    counts = per_class.sum(dim=1).tolist()
+    images_seen = int(counts[0])
+    if images_seen == 0:
+        raise UserError(f"no readable images evaluated in {root / cfg.split}")
+    top1, top5 = 100 * counts[1] / images_seen, 100 * counts[2] / images_seen
+    results = {
+        "ckpt": str(cfg.ckpt), "model": loaded.name, "weights": loaded.weights, "split": cfg.split,
+        "root": str(root), "crops": cfg.crops, "crop_size": size, "resize": resize,
+        "images": images_seen, "top1": top1, "top5": top5, "top1_error": 100 - top1, "top5_error": 100 - top5,
+        "images_per_sec": images_seen / elapsed, "crops_per_sec": images_seen * cfg.crops / elapsed,
+        "seconds": elapsed, "unreadable": unreadable, "device": str(device), "precision": precision,
+        "processes": env.world_size,
+    }
+    if loaded.name.startswith("inception_v1"):
+        results["paper_top5_error"] = PAPER_TOP5_ERROR[cfg.crops]
+    if env.is_main:
+        output = Path(str(cfg.output)).expanduser() if cfg.output else default_output(cfg)
+        _write_atomic(output, json.dumps(results, indent=2) + "\n")
+        results["output"] = str(output)
+        if cfg.per_class:
+            rows = per_class.tolist()
+            lines = [["index", "class", "name", "images", "top1", "top5"]]
+            for k in range(num_classes):
+                n = rows[0][k]
+                lines.append([k, loaded.classes[k], loaded.names[k], int(n),
+                              f"{100 * rows[1][k] / n:.2f}" if n else "", f"{100 * rows[2][k] / n:.2f}" if n else ""])
+            csv_path = output.with_suffix(".per_class.csv")
+            with tempfile.NamedTemporaryFile("w", dir=csv_path.parent, delete=False, newline="") as f:
+                csv.writer(f).writerows(lines)
+            os.replace(f.name, csv_path)
+            results["per_class_csv"] = str(csv_path)
+    return results
+
+
+def evaluate(cfg) -> int:
+    results = run_evaluation(cfg)
+    if "output" in results:
+        print(f"{results['model']} ({results['weights']} weights), {results['split']}: {results['images']:,} images "
+              f"x {results['crops']} crops at {results['crop_size']} px")
+        print(f"top-1 {results['top1']:.2f}% (error {results['top1_error']:.2f}%), "
+              f"top-5 {results['top5']:.2f}% (error {results['top5_error']:.2f}%)"
+              + (f"; paper: {results['paper_top5_error']}% top-5 error" if "paper_top5_error" in results else ""))
+        print(f"{results['images_per_sec']:.1f} images/s ({results['crops_per_sec']:.1f} crops/s) on "
+              f"{results['device']}, {results['precision']}")
+        if results["unreadable"]:
+            print(f"skipped {len(results['unreadable'])} unreadable image(s): {', '.join(results['unreadable'][:10])}")
+        print(f"results: {results['output']}")
+    return 0
