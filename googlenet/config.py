@@ -202,8 +202,8 @@ def validate_train(cfg):
 def validate_evaluate(cfg):
     if not cfg.get("ckpt"):
         raise UserError("ckpt is required: python evaluate.py ckpt=runs/.../checkpoints/best.pt")
-    if cfg.model is not None:
-        _choice(cfg, "model", list(PRESETS))
+    if cfg.get("model") is not None:
+        _choice(cfg, "model.name", list(PRESETS))
     _choice(cfg, "crops", [1, 10, 144])
     _choice(cfg, "ema", ["auto", True, False])
     _choice(cfg, "precision", ["auto", "32", "bf16", "fp16", 32])

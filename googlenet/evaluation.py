@@ -30,6 +30,7 @@ from .trainer import PRECISIONS, model_options, resolve_device
 
 # Single-model top-5 error of GoogLeNet in the paper (Table 3), by crops per image.
 PAPER_TOP5_ERROR = {1: 10.07, 10: 9.15, 144: 7.89}
+TORCHVISION_PRESETS = ("inception_v1_torchvision", "inception_v3_torchvision")
 
 
 @dataclass
@@ -46,13 +47,14 @@ def load_for_eval(cfg) -> LoadedModel:
     path = Path(str(cfg.ckpt)).expanduser()
     if not path.is_file():
         raise UserError(f"checkpoint {path} not found; pass ckpt=runs/.../checkpoints/best.pt")
-    if path.suffix == ".pth" or cfg.model in ("inception_v1_torchvision", "inception_v3_torchvision"):
-        return _load_torchvision(cfg, path)
+    requested = cfg.model.name if cfg.get("model") else None
+    if path.suffix == ".pth" or requested in TORCHVISION_PRESETS:
+        return _load_torchvision(requested, path)
     state = load_checkpoint(path)
     saved = state["config"]
     name = saved["model"]["name"]
-    if cfg.model is not None and cfg.model != name:
-        raise UserError(f"checkpoint {path} holds model {name}, not {cfg.model}; drop model= or pass the right ckpt")
+    if requested is not None and requested != name:
+        raise UserError(f"checkpoint {path} holds model {name}, not {requested}; drop model= or pass the right ckpt")
     model = build_model(name, **model_options(OmegaConf.create(saved["model"])))
     use_ema = state.get("ema") is not None if cfg.ema == "auto" else bool(cfg.ema)
     if use_ema and state.get("ema") is None:
@@ -65,18 +67,18 @@ def load_for_eval(cfg) -> LoadedModel:
                        saved["data"], "ema" if use_ema else "raw")
 
 
-def _load_torchvision(cfg, path: Path) -> LoadedModel:
-    if cfg.model not in ("inception_v1_torchvision", "inception_v3_torchvision"):
+def _load_torchvision(name: str | None, path: Path) -> LoadedModel:
+    if name not in TORCHVISION_PRESETS:
         raise UserError(f"{path} looks like torchvision weights; add model=inception_v1_torchvision "
                         "(googlenet) or model=inception_v3_torchvision (inception_v3)")
     state = read_state_dict(path)
-    model = build_model(cfg.model, aux_logits=any(k.startswith(("aux1.", "AuxLogits.")) for k in state))
+    model = build_model(name, aux_logits=any(k.startswith(("aux1.", "AuxLogits.")) for k in state))
     load_torchvision_weights(model, state)
     wnids = [w for w, _ in imagenet_classes()]
-    size = INPUT_SIZE[cfg.model]
+    size = INPUT_SIZE[name]
     data_cfg = {"name": "imagenet", "root": os.environ.get("IMAGENET_ROOT"), "crop_size": size,
                 "eval_resize": round(size / 0.875)}
-    return LoadedModel(model, cfg.model, wnids, class_names(wnids), data_cfg, "torchvision")
+    return LoadedModel(model, name, wnids, class_names(wnids), data_cfg, "torchvision")
 
 
 def _data_settings(cfg, loaded: LoadedModel):

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
+from googlenet.cli import run
 from googlenet.checkpoint import load_checkpoint, save_checkpoint
 from googlenet.config import compose_config
 from googlenet.ema import ModelEMA
@@ -215,11 +216,15 @@ def test_sigterm_writes_a_loadable_checkpoint_and_resume_finishes(tmp_path, tiny
     ("trainer.device=tpu", "trainer.device='tpu'"),
     ("resume=/no/such/file.pt", "resume=/no/such/file.pt is not a file"),
 ])
-def test_bad_configs_fail_with_one_line_errors(tmp_path, override, message):
-    result = run_script("train.py", "data.crop_size=32", override, timeout=60)
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
+def test_bad_configs_fail_with_one_line_errors(capsys, override, message):
+    assert run("train", train, ["data.crop_size=32", override]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+
+
+def test_bad_config_from_the_shell(tmp_path):
+    result = run_script("train.py", "optim.momentum=2", timeout=60)
+    assert result.returncode == 2 and result.stderr == "error: optim.momentum=2 must be <= 1\n"
 
 
 def test_missing_dataset_is_a_one_line_error(tmp_path):

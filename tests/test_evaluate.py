@@ -1,0 +1,223 @@
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from conftest import make_folder, make_image
+from data.multicrop import MultiCropTransform, View, cut_views, paper_scales, views
+from googlenet import evaluation
+from googlenet.checkpoint import load_checkpoint
+from googlenet.cli import run
+from googlenet.config import compose_config
+from googlenet.evaluation import LoadedModel, run_evaluation
+from googlenet.trainer import train
+from helpers import run_script, tiny_overrides
+
+
+def five(x0, y0, side, size=224):
+    d = side - size
+    return [(x0, y0), (x0 + d, y0), (x0, y0 + d), (x0 + d, y0 + d), (x0 + round(d / 2), y0 + round(d / 2))]
+
+
+def test_144_crops_landscape_are_the_papers_boxes():
+    vs = views(400, 300, 144, 224, 256)
+    assert len(vs) == 144 and sum(v.flip for v in vs) == 72
+    # shorter side 256 -> 341 x 256; squares at x = 0, 42 (centre), 85 (right)
+    expected_256 = []
+    for x0 in (0, 42, 85):
+        square = [View(256, x, y, 224) for x, y in five(x0, 0, 256)] + [View(256, x0, 0, 256)]
+        expected_256 += square + [View(v.scale, v.left, v.top, v.side, True) for v in square]
+    assert vs[:36] == expected_256
+    # per scale: the three squares of the long side, the 5 crops inside each, and the whole square
+    for k, (scale, width) in enumerate(zip((256, 288, 320, 352), (341, 384, 427, 469))):
+        block = vs[36 * k: 36 * (k + 1)]
+        assert {v.scale for v in block} == {scale}
+        squares = [v for v in block if v.side == scale and not v.flip]
+        assert [(v.left, v.top) for v in squares] == [(0, 0), (round((width - scale) / 2), 0), (width - scale, 0)]
+        for v in block:
+            assert 0 <= v.left and v.left + v.side <= width and 0 <= v.top and v.top + v.side <= scale
+        for i, (sx, _) in enumerate((v.left, v.top) for v in squares):
+            assert [(v.left, v.top) for v in block[12 * i: 12 * i + 5]] == five(sx, 0, scale)
+
+
+def test_144_crops_portrait_use_top_centre_bottom_squares():
+    vs = views(300, 400, 144, 224, 256)
+    squares = [(v.scale, v.left, v.top) for v in vs if v.side == v.scale and not v.flip]
+    assert squares == [(256, 0, 0), (256, 0, 42), (256, 0, 85), (288, 0, 0), (288, 0, 48), (288, 0, 96),
+                       (320, 0, 0), (320, 0, 54), (320, 0, 107), (352, 0, 0), (352, 0, 58), (352, 0, 117)]
+    assert [(v.left, v.top) for v in vs[:5]] == five(0, 0, 256)
+    assert paper_scales(299) == (342, 384, 427, 470)
+
+
+def test_10_and_1_crop_boxes():
+    vs = views(400, 300, 10, 224, 256)  # resized to 341 x 256
+    assert [(v.left, v.top) for v in vs[:5]] == [(0, 0), (117, 0), (0, 32), (117, 32), (58, 16)]
+    assert [v.flip for v in vs] == [False] * 5 + [True] * 5
+    assert [(v.left, v.top) for v in vs[5:]] == [(v.left, v.top) for v in vs[:5]]
+    assert views(400, 300, 1, 224, 256) == [View(256, 58, 16, 224)]
+    with pytest.raises(ValueError):
+        views(400, 300, 12, 224, 256)
+
+
+def test_crops_are_input_sized_and_mirrors_are_flips(tmp_path):
+    image = torch.randint(0, 256, (3, 150, 200), dtype=torch.uint8)
+    vs = views(200, 150, 144, 64, 73)
+    crops = cut_views(image, vs, 64)
+    assert crops.shape == (144, 3, 64, 64)
+    for start in range(0, 144, 12):  # each square: 6 views then their 6 mirrors
+        assert torch.equal(crops[start + 6: start + 12], crops[start: start + 6].flip(-1))
+    # a corner crop is the pixels of the resized image at that box
+    resized = torch.nn.functional.interpolate(image[None].float(), size=(paper_scales(64)[0], 97),
+                                              mode="bilinear", antialias=True).round().clamp(0, 255).byte()[0]
+    assert torch.equal(crops[0], resized[:, :64, :64])
+    path = make_image(tmp_path / "x.JPEG", size=(120, 90))
+    for n in (1, 10, 144):
+        assert MultiCropTransform(n, 48, 55)(path).shape == (n, 3, 48, 48)
+
+
+class ColourModel(nn.Module):
+    """Known outputs: logits are fixed functions of the mean colour of the input."""
+
+    def __init__(self, table):
+        super().__init__()
+        self.table = table
+        self.dummy = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        return self.table(x.mean(dim=(2, 3))) + 0 * self.dummy
+
+
+def _loaded(model, classes):
+    return LoadedModel(model, "inception_v1", classes, classes, {"name": "imagenet", "root": None,
+                                                                 "crop_size": 32, "eval_resize": 36}, "raw")
+
+
+def _eval_cfg(tmp_path, root, **kw):
+    overrides = [f"ckpt={tmp_path / 'fake.pt'}", f"data.root={root}", "workers=0", "batch_size=2",
+                 f"output={tmp_path / 'out.json'}", "device=cpu"] + [f"{k}={v}" for k, v in kw.items()]
+    (tmp_path / "fake.pt").write_bytes(b"x")
+    return compose_config("evaluate", overrides)
+
+
+def test_known_model_gives_expected_top1_top5_and_json(tmp_path, monkeypatch):
+    classes = [f"c{i}" for i in range(6)]
+    root = tmp_path / "ds"
+    colours = [(250, 0, 0), (0, 250, 0), (0, 0, 250), (250, 250, 0), (0, 250, 250), (250, 0, 250)]
+    for i, c in enumerate(classes):
+        for j in range(2):
+            img = make_image(root / "val" / c / f"{j}.JPEG", size=(40, 40), colour=colours[i], seed=0)
+            from PIL import Image
+            Image.new("RGB", (40, 40), colours[i]).save(img)
+    # predicts class 0 for red-heavy images etc.: the logit for class k is a match score with colour k
+    table = nn.Linear(3, 6, bias=False)
+    mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+    with torch.no_grad():
+        normalised = (torch.tensor(colours, dtype=torch.float32) / 255 - mean) / std
+        table.weight.copy_(normalised)
+    model = ColourModel(table)
+    # the class-index -> prediction: make classes 4 and 5 wrong on top-1 by swapping their rows
+    with torch.no_grad():
+        table.weight[[4, 5]] = table.weight[[5, 4]].clone()
+    monkeypatch.setattr(evaluation, "load_for_eval", lambda cfg: _loaded(model, classes))
+    results = run_evaluation(_eval_cfg(tmp_path, root, crops=10, per_class="true"))
+    assert results["images"] == 12
+    assert results["top1"] == pytest.approx(100 * 8 / 12)
+    assert results["top5"] == pytest.approx(100.0)
+    saved = json.loads((tmp_path / "out.json").read_text())
+    assert saved["top1"] == pytest.approx(results["top1"]) and saved["top5_error"] == pytest.approx(0.0)
+    assert saved["crops"] == 10 and saved["paper_top5_error"] == 9.15
+    rows = (tmp_path / "out.per_class.csv").read_text().splitlines()
+    assert rows[0] == "index,class,name,images,top1,top5" and rows[5].startswith("4,c4,c4,2,0.00,100.00")
+
+
+def test_crops_average_probabilities_not_logits(tmp_path, monkeypatch):
+    # Unmirrored views give logits A, mirrored views B. The mean of the logits picks class 0; the mean of
+    # the softmax probabilities picks class 1 (A is unsure between 0, 2, 3, 4; B is sure of 1).
+    a = torch.tensor([4.0, 0.0, 3.9, 3.9, 3.9])
+    b = torch.tensor([0.0, 3.0, -10.0, -10.0, -10.0])
+    assert ((a + b) / 2).argmax() == 0 and ((a.softmax(0) + b.softmax(0)) / 2).argmax() == 1
+
+    class MirrorAware(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.dummy = nn.Parameter(torch.zeros(1))
+
+        def forward(self, x):  # the test images get brighter to the right; a mirror gets darker
+            mirrored = x[:, :, :, :4].mean(dim=(1, 2, 3)) > x[:, :, :, -4:].mean(dim=(1, 2, 3))
+            return torch.where(mirrored[:, None], b, a) + 0 * self.dummy
+
+    from PIL import Image
+    root = tmp_path / "ds"
+    ramp = Image.linear_gradient("L").rotate(90).resize((64, 48)).convert("RGB")  # dark left, bright right
+    assert ramp.getpixel((0, 24))[0] < ramp.getpixel((63, 24))[0]
+    classes = ["c0", "c1", "c2", "c3", "c4"]
+    for c in classes:
+        for i in range(2 if c == "c1" else 1):
+            (root / "val" / c).mkdir(parents=True, exist_ok=True)
+            ramp.save(root / "val" / c / f"{i}.JPEG")
+    monkeypatch.setattr(evaluation, "load_for_eval", lambda cfg: _loaded(MirrorAware(), classes))
+    results = run_evaluation(_eval_cfg(tmp_path, root, crops=10))
+    assert results["images"] == 6
+    assert results["top1"] == pytest.approx(100 * 2 / 6)  # both c1 images right; logit averaging gives 1/6
+
+
+def test_one_crop_matches_the_trainers_validation(tmp_path, tiny_folder):
+    cfg = compose_config("train", tiny_overrides(tiny_folder, tmp_path / "run", "trainer.epochs=2"))
+    assert train(cfg) == 0
+    ckpt = tmp_path / "run" / "checkpoints" / "last.pt"
+    metrics = load_checkpoint(ckpt)["metrics"]
+    results = run_evaluation(compose_config("evaluate", [f"ckpt={ckpt}", "crops=1", "workers=0", "device=cpu"]))
+    assert results["images"] == 12
+    assert results["top1"] == pytest.approx(metrics["val_top1"])
+    assert results["top5"] == pytest.approx(metrics["val_top5"])
+    assert Path(results["output"]) == ckpt.with_name("last.eval-val-1crop.json")
+    # the same checkpoint at 144 crops through the command line
+    out = run_script("evaluate.py", f"ckpt={ckpt}", "crops=144", "workers=0", "device=cpu",
+                     f"output={tmp_path / 'e144.json'}")
+    assert out.returncode == 0, out.stderr
+    assert "x 144 crops" in out.stdout and json.loads((tmp_path / "e144.json").read_text())["images"] == 12
+
+
+def test_evaluate_errors_are_one_line(tmp_path, tiny_folder, capsys):
+    from googlenet.evaluation import evaluate
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"nonsense")
+    cases = [
+        ([], "ckpt is required"),
+        ([f"ckpt={tmp_path / 'none.pt'}"], "not found"),
+        ([f"ckpt={bad}"], "corrupt or not a checkpoint"),
+        ([f"ckpt={bad}", "crops=7"], "crops=7 is not one of"),
+    ]
+    for args, message in cases:
+        assert run("evaluate", evaluate, args) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
+    cfg = compose_config("train", tiny_overrides(tiny_folder, tmp_path / "run", "trainer.epochs=1"))
+    assert train(cfg) == 0
+    ckpt = tmp_path / "run" / "checkpoints" / "last.pt"
+    other = make_folder(tmp_path / "four", classes=("n01", "n02", "n03", "n04"), per_class=1)
+    for args, message in [([f"ckpt={ckpt}", "model=inception_v2"], "holds model inception_v1"),
+                          ([f"ckpt={ckpt}", f"data.root={other}"], "has 4 classes but the model was trained on 3"),
+                          ([f"ckpt={ckpt}", "ema=true"], "has no EMA weights")]:
+        assert run("evaluate", evaluate, args + ["workers=0", "device=cpu"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
+
+
+def test_torchvision_weights_evaluate_with_the_matching_preset(tmp_path, monkeypatch, capsys):
+    import torchvision
+    from data.classes import imagenet_classes
+    from googlenet.evaluation import evaluate
+    root = tmp_path / "imagenet"
+    for wnid, _ in imagenet_classes()[:1000:250]:
+        make_image(root / "val" / wnid / "a.JPEG", size=(60, 50))
+    weights = tmp_path / "googlenet.pth"
+    torch.save(torchvision.models.googlenet(init_weights=True, aux_logits=False).state_dict(), weights)
+    assert run("evaluate", evaluate, [f"ckpt={weights}", f"data.root={root}", "device=cpu", "workers=0"]) == 2
+    assert "add model=inception_v1_torchvision" in capsys.readouterr().err
+    # the classes of a torchvision model are all 1000 wnids: a 4-class folder is rejected clearly
+    assert run("evaluate", evaluate, [f"ckpt={weights}", "model=inception_v1_torchvision", f"data.root={root}",
+                                      "device=cpu", "workers=0"]) == 2
+    assert "has 4 classes but the model was trained on 1000" in capsys.readouterr().err
