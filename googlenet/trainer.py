@@ -125,8 +125,8 @@ class Trainer:
     def describe(self) -> None:
         cfg = self.cfg
         self.log.info(OmegaConf.to_yaml(cfg).rstrip())
-        summary = summarize(self.model, cfg.data.crop_size, cfg.model.name)
-        self.log.info(str(summary))
+        if self.env.is_main:
+            self.log.info(str(summarize(self.model, cfg.data.crop_size, cfg.model.name)))
         self.log.info(
             f"data: {cfg.data.name}, {self.data.train_size:,} train / {self.data.val_size:,} val images, "
             f"{len(self.data.classes)} classes")
@@ -163,6 +163,8 @@ class Trainer:
 
     def _maybe_resume(self) -> None:
         resume = self.cfg.resume
+        if resume is None and D.launched_by_torchrun():
+            resume = "auto"  # an elastic restart continues from the run's last.pt
         if resume is None:
             return
         path = self.ckpt_dir / "last.pt" if resume == "auto" else Path(str(resume)).expanduser()
@@ -384,7 +386,9 @@ class Trainer:
             self.ema.update(self.model)
 
     def _log_train(self, sums: torch.Tensor, images_per_sec: float, wait_fraction: float, bar) -> None:
-        values = sums.tolist()  # the one host sync per log interval
+        # the one host sync (and, under DDP, the one collective) per log interval; every rank sees the
+        # same totals, so a non-finite loss stops all ranks together
+        values = D.all_reduce_sum(sums.clone(), self.env).tolist()
         n = max(values[6], 1)
         loss = values[0] / n
         if not math.isfinite(loss):

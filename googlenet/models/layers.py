@@ -44,10 +44,15 @@ def transform_input_to_tf(x: torch.Tensor) -> torch.Tensor:
 
 
 def init_weights(model: nn.Module) -> None:
-    """He init for convs, small normal for linear layers, BN to identity; deterministic under torch.manual_seed."""
+    """He init for convs, small normal for linear layers, BN to identity; deterministic under torch.manual_seed.
+
+    With batch norm the convs use fan-out scaling (as torchvision's ResNets); without it (the paper's
+    GoogLeNet) fan-in, which keeps the forward activations at unit scale through the 22 layers.
+    """
+    has_bn = any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.kaiming_normal_(m.weight, mode="fan_out" if has_bn else "fan_in", nonlinearity="relu")
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, nn.Linear):

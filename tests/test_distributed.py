@@ -1,0 +1,123 @@
+"""Two-process DDP runs on CPU (gloo) under torchrun."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import make_folder
+from googlenet.checkpoint import load_checkpoint
+from googlenet.models import build_model
+from helpers import ROOT, run_script, tiny_overrides
+
+pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
+
+NO_RANDOMNESS = ["model=inception_v1_paper", "optim.lr=2.0", "model.dropout=0", "model.aux_dropout=0", "data.augment.lighting=0"]
+
+
+def torchrun(*args, nproc=2, extra_launcher=(), cwd=ROOT, popen=False, timeout=300):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           *extra_launcher, str(ROOT / "train.py"), *args]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    if popen:
+        return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _no_run_dir(overrides):
+    return [o for o in overrides if not o.startswith("hydra.run.dir=")]
+
+
+def test_two_processes_match_one_process_with_double_batch(tmp_path, tiny_folder):
+    common = ["trainer.epochs=2", "ema.enabled=true", *NO_RANDOMNESS]
+    # one thread per process in both runs: CPU conv kernels give different rounding for other thread counts
+    single = run_script("train.py", *tiny_overrides(tiny_folder, tmp_path / "single", *common, "data.batch_size=4"),
+                        env={"OMP_NUM_THREADS": "1"})
+    assert single.returncode == 0, single.stderr
+    # the DDP run uses the default, time-stamped run directory: all ranks must agree on one
+    ddp = torchrun(*_no_run_dir(tiny_overrides(tiny_folder, "unused", *common)), cwd=tmp_path)
+    assert ddp.returncode == 0, ddp.stdout + ddp.stderr
+    run_dirs = list((tmp_path / "runs" / "inception_v1_paper").iterdir())
+    assert len(run_dirs) == 1
+    run_dir = run_dirs[0]
+    assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
+    assert (run_dir / "train.log").read_text().count("epoch 2/2") == 1
+    a = load_checkpoint(tmp_path / "single" / "checkpoints" / "last.pt")
+    b = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    assert a["step"] == b["step"] == 6
+    assert any(k.startswith("aux1.") for k in a["model"])
+    torch.manual_seed(0)  # the trainer's initial weights
+    initial = build_model("inception_v1_paper", num_classes=3).state_dict()
+    ratios = []
+    for key, value in a["model"].items():
+        moved = (value - initial[key]).norm()
+        assert moved > 0, key
+        # the two runs agree to float noise: far closer than how far training moved the weights
+        ratios.append(((value - b["model"][key]).norm() / moved).item())
+    assert max(ratios) < 1e-2, max(ratios)
+    # validation counted every image once: same accuracy, 12 images, on both
+    assert a["metrics"]["val_images"] == b["metrics"]["val_images"] == 12
+    assert a["metrics"]["val_top1"] == pytest.approx(b["metrics"]["val_top1"])
+
+
+def _children(pid):
+    kids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                kids.append(int(entry.name))
+    return kids
+
+
+def _wait_for(path, proc, seconds=180):
+    deadline = time.time() + seconds
+    while not path.exists():
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def test_killed_worker_is_restarted_from_last_checkpoint(tmp_path):
+    data = make_folder(tmp_path / "ds", per_class=8)  # 24 images: 6 steps per epoch on 2 ranks of batch 2
+    run_dir = tmp_path / "run"
+    args = tiny_overrides(data, run_dir, "trainer.epochs=12", "trainer.checkpoint_every_steps=2",
+                          "trainer.limit_val_batches=1")
+    proc = torchrun(*args, extra_launcher=["--max-restarts=1"], popen=True)
+    _wait_for(run_dir / "checkpoints" / "last.pt", proc)
+    workers = _children(proc.pid)
+    assert len(workers) == 2
+    os.kill(workers[-1], signal.SIGKILL)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    assert state["epoch"] == 12 and state["step"] == 12 * 6
+    log = (run_dir / "train.log").read_text()
+    assert "resumed from" in log and log.count("epoch 12/12") == 1
+
+
+def test_sigterm_to_the_launcher_saves_and_resume_finishes(tmp_path, tiny_folder):
+    run_dir = tmp_path / "run"
+    args = tiny_overrides(tiny_folder, run_dir, "trainer.epochs=500", "trainer.limit_val_batches=1")
+    proc = torchrun(*args, popen=True)
+    _wait_for(run_dir / "checkpoints" / "last.pt", proc)
+    time.sleep(0.5)  # now mid-epoch
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert "stopped at epoch" in out, out
+    assert "Traceback" not in out.split("stopped at epoch")[0]  # the workers stopped cleanly
+    state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    assert 1 <= state["epoch"] < 500
+    done = state["epoch"] + 1
+    finish = torchrun(*args[:-2], f"trainer.epochs={done}", "trainer.limit_val_batches=1")
+    assert finish.returncode == 0, finish.stdout + finish.stderr
+    assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["epoch"] == done
