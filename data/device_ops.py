@@ -20,8 +20,9 @@ class BatchNormalizer(nn.Module):
         super().__init__()
         self.lighting_std = lighting_std
         self.channels_last = channels_last
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255, persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255, persistent=False)
+        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255
+        self.register_buffer("scale", 1 / std, persistent=False)
+        self.register_buffer("shift", -torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255 / std, persistent=False)
         self.register_buffer("eigval", torch.tensor(PCA_EIGVAL), persistent=False)
         self.register_buffer("eigvec", torch.tensor(PCA_EIGVEC), persistent=False)
 
@@ -31,7 +32,7 @@ class BatchNormalizer(nn.Module):
             alpha = torch.randn(x.shape[0], 3, device=x.device, generator=generator) * self.lighting_std
             offset = (alpha * self.eigval) @ self.eigvec.T * 255  # per image RGB shift
             x = x + offset.view(-1, 3, 1, 1)
-        x = (x - self.mean) / self.std
+        x = torch.addcmul(self.shift, x, self.scale)  # (x - mean) / std in one pass
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x

@@ -132,7 +132,7 @@ def _evaluate(cfg, device, env) -> dict:
     precision = ("bf16" if device.type == "cuda" else "32") if cfg.precision == "auto" else str(cfg.precision)
     dtype = PRECISIONS[precision]
     model = loaded.model.to(device).eval()
-    channels_last = device.type == "cuda"
+    channels_last = device.type in ("cuda", "cpu")
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     normalizer = BatchNormalizer(channels_last=channels_last).to(device).eval()

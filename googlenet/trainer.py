@@ -70,7 +70,8 @@ class Trainer:
         self.autocast_dtype = PRECISIONS[str(t.precision)]
         if self.autocast_dtype is torch.float16 and device.type == "cpu":
             raise UserError("trainer.precision=fp16 needs a CUDA device; use trainer.precision=bf16 on CPU")
-        self.channels_last = device.type == "cuda" if t.channels_last == "auto" else bool(t.channels_last)
+        # channels_last is faster on CUDA and, measured on a 2-core x86 CPU (oneDNN), there too
+        self.channels_last = device.type in ("cuda", "cpu") if t.channels_last == "auto" else bool(t.channels_last)
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = bool(t.cudnn_benchmark)
             torch.backends.cuda.matmul.allow_tf32 = True
@@ -302,7 +303,7 @@ class Trainer:
         # running sums on the device: loss, main, aux1, aux2, top1, top5, samples; read once per log interval
         sums = torch.zeros(7, device=dev, dtype=torch.float64)
         epoch_sums = torch.zeros(7, device=dev, dtype=torch.float64)
-        data_wait = 0.0
+        data_wait = epoch_wait = 0.0
         interval_start = time.perf_counter()
         interval_images = 0
         bar = self.log.bar(self.batches_per_epoch, f"epoch {self.epoch + 1}/{t.epochs}", initial=self.batch_in_epoch)
@@ -347,6 +348,7 @@ class Trainer:
                     self._log_train(sums, interval_images * self.env.world_size / max(elapsed, 1e-9),
                                     data_wait / max(elapsed, 1e-9), bar)
                     sums.zero_()
+                    epoch_wait += data_wait
                     data_wait, interval_images, interval_start = 0.0, 0, time.perf_counter()
                 every = t.checkpoint_every_steps
                 if every and self.step % every == 0 and index < self.batches_per_epoch:
@@ -360,7 +362,8 @@ class Trainer:
         epoch_sums += sums
         totals = D.all_reduce_sum(epoch_sums, self.env).tolist()
         n = max(totals[6], 1)
-        return {"train_loss": totals[0] / n, "train_top1": 100 * totals[4] / n, "train_top5": 100 * totals[5] / n}
+        return {"train_loss": totals[0] / n, "train_top1": 100 * totals[4] / n, "train_top5": 100 * totals[5] / n,
+                "data_wait": epoch_wait + data_wait}
 
     def _should_stop(self) -> bool:
         if not self.env.enabled:

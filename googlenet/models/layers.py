@@ -32,7 +32,7 @@ class ConvBlock(nn.Module):
         x = self.conv(x)
         if self.bn is not None:
             x = self.bn(x)
-        return torch.relu(x)
+        return torch.relu_(x)  # in place: neither conv nor batch norm needs its output for backward
 
 
 def transform_input_to_tf(x: torch.Tensor) -> torch.Tensor:

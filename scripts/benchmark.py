@@ -1,0 +1,332 @@
+"""Training and evaluation speed of our loop against a plain PyTorch reference loop.
+
+    python scripts/benchmark.py model=inception_v1 trainer.device=cuda trainer.precision=bf16 \\
+        data.batch_size=256 [--steps 50] [--repeats 3] [--folder ROOT] [--modes train,eval1,eval144]
+
+Arguments `key=value` are train.py overrides (the same configs); `--` options control the benchmark.
+
+Measurements (each a JSON line, appended to --output when given):
+- train_synthetic: images/s of a full training step (forward with aux heads, loss, backward, optimizer
+  step, EMA if enabled) on random data made on the device, through our Trainer, and through the reference:
+  torchvision's googlenet / inception_v3 in a plain loop as in torchvision's reference classification
+  script (float input, `loss.item()` every step), same device, batch and precision; the ratio of the two.
+- train_folder (with --folder): images/s end to end from JPEG files (our pipeline vs ImageFolder +
+  RandomResizedCrop + flip + ToTensor + Normalize in a DataLoader with the same workers), and our data-wait
+  fraction.
+- eval1 / eval144: evaluation images/s with 1 and 144 crops per image (forward passes on crops made on the
+  device; decoding is measured by train_folder and scripts/benchmark_data.py).
+Timings exclude warm-up (compilation, cudnn autotuning) and are medians over --repeats, with the device
+synchronised around each timed region. Model FLOP utilisation = achieved FLOP/s / the device's peak
+(stated; pass --peak-tflops for devices not in the table). Training FLOPs are taken as 3x the forward pass
+(with aux heads), counted by torch.utils.flop_counter.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+import torchvision  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+
+from googlenet.config import compose_config  # noqa: E402
+from googlenet.errors import UserError  # noqa: E402
+from googlenet.trainer import PRECISIONS, Trainer, model_options  # noqa: E402
+
+# Dense peak TFLOP/s by device name fragment: (bf16/fp16 tensor cores, tf32 tensor cores, plain fp32).
+PEAK_TFLOPS = {
+    "H100 SXM": (989.0, 494.0, 67.0), "H100 PCIe": (756.0, 378.0, 51.0), "H100": (989.0, 494.0, 67.0),
+    "H200": (989.0, 494.0, 67.0), "A100": (312.0, 156.0, 19.5), "L4": (121.0, 60.0, 30.3),
+    "A10": (125.0, 62.5, 31.2), "V100": (125.0, 15.7, 15.7), "RTX 4090": (165.0, 82.6, 82.6),
+}
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, device, warmup: int, repeats: int) -> float:
+    """Median seconds of `fn()` over `repeats` runs after `warmup` untimed runs."""
+    return timed_pair(fn, None, device, warmup, repeats)[0]
+
+
+def timed_pair(ours, reference, device, warmup: int, repeats: int) -> tuple[float, float]:
+    """Median seconds of each function, their timed runs interleaved so that drift in the machine's speed
+    (other tenants, clocks) falls on both alike."""
+    fns = [f for f in (ours, reference) if f is not None]
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    times = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, bucket in zip(fns, times):
+            sync(device)
+            start = time.perf_counter()
+            fn()
+            sync(device)
+            bucket.append(time.perf_counter() - start)
+    medians = [statistics.median(t) for t in times]
+    return medians[0], medians[1] if len(medians) > 1 else None
+
+
+def peak_tflops(device: torch.device, precision: str, override: float | None) -> tuple[float | None, str]:
+    if override:
+        return override, f"{override} TFLOP/s (given)"
+    if device.type != "cuda":
+        return None, "unknown for CPUs (pass --peak-tflops)"
+    name = torch.cuda.get_device_name(device)
+    for key, (half, tf32, _fp32) in PEAK_TFLOPS.items():
+        if key in name:
+            value = half if precision in ("bf16", "fp16") else tf32
+            kind = "bf16/fp16" if precision in ("bf16", "fp16") else "tf32"
+            return value, f"{value} TFLOP/s dense {kind} ({name})"
+    return None, f"unknown for {name} (pass --peak-tflops)"
+
+
+def train_flops_per_image(model: torch.nn.Module, size: int, device) -> float:
+    """3 x the forward FLOPs of one image in training mode (aux heads included)."""
+    was = model.training
+    model.train()
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model(torch.zeros(2, 3, size, size, device=device))
+    model.train(was)
+    return 3 * counter.get_total_flops() / 2
+
+
+def eval_flops_per_crop(model: torch.nn.Module, size: int, device) -> float:
+    was = model.training
+    model.eval()
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(torch.zeros(1, 3, size, size, device=device))
+    model.train(was)
+    return counter.get_total_flops()
+
+
+# ----------------------------------------------------------------------------------------- the reference
+
+def reference_model(cfg) -> torch.nn.Module:
+    """torchvision's own network for this family, with aux heads, as a user would take it."""
+    n = cfg.model.num_classes
+    if cfg.model.name.startswith("inception_v1"):
+        return torchvision.models.googlenet(num_classes=n, aux_logits=True, init_weights=True)
+    return torchvision.models.inception_v3(num_classes=n, aux_logits=True, init_weights=True)
+
+
+def reference_step_fn(cfg, model, images, targets, device):
+    """One step of a plain loop in the style of torchvision's references/classification/train.py."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+    dtype = PRECISIONS[str(cfg.trainer.precision)]
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
+    model.train()
+
+    def step():
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            out = model(images)
+            loss = F.cross_entropy(out[0], targets) + 0.3 * sum(F.cross_entropy(a, targets) for a in out[1:] if a is not None)
+        optimizer.zero_grad()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        loss.item()  # the reference logs the loss every step
+    return step
+
+
+# ----------------------------------------------------------------------------------------------- modes
+
+def bench_train_synthetic(cfg, args, device, emit):
+    cfg.data.train_batches = args.steps
+    cfg.trainer.log_every = max(args.steps, 1)
+    trainer = Trainer(cfg)
+    trainer.log.info = lambda message: None  # keep the benchmark output to its own lines
+    batch = cfg.data.batch_size
+    ref_model = reference_model(cfg).to(device)
+    images = torch.randn(batch, 3, cfg.data.crop_size, cfg.data.crop_size, device=device)
+    targets = torch.randint(0, cfg.model.num_classes, (batch,), device=device)
+    step = reference_step_fn(cfg, ref_model, images, targets, device)
+
+    def epoch():
+        trainer.batch_in_epoch = 0
+        trainer.train_epoch()
+
+    def ref_epoch():
+        for _ in range(args.steps):
+            step()
+    try:
+        seconds, ref_seconds = timed_pair(epoch, ref_epoch, device, args.warmup, args.repeats)
+        flops = train_flops_per_image(trainer.model, cfg.data.crop_size, device)
+        memory = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+    finally:
+        trainer.close()
+    ours = batch * args.steps / seconds
+    reference = batch * args.steps / ref_seconds
+    peak, peak_text = peak_tflops(device, str(cfg.trainer.precision), args.peak_tflops)
+    mfu = ours * flops / (peak * 1e12) if peak else None
+    emit({"mode": "train_synthetic", "ours_images_per_sec": ours, "reference_images_per_sec": reference,
+          "ratio": ours / reference, "train_gflop_per_image": flops / 1e9, "mfu": mfu, "peak": peak_text,
+          "peak_memory_gib": memory},
+         f"train (synthetic): ours {ours:.1f} images/s, reference {reference:.1f} images/s, "
+         f"ratio {ours / reference:.2f}x; {flops / 1e9:.2f} GFLOP/image"
+         + (f", MFU {100 * mfu:.1f}% of {peak_text}" if mfu else f", MFU n/a (peak {peak_text})")
+         + (f", peak memory {memory:.2f} GiB" if memory else ""))
+
+
+def bench_train_folder(cfg, args, device, emit):
+    from torch.utils.data import DataLoader
+    from torchvision import datasets, transforms
+
+    root = Path(args.folder)
+    trainer = Trainer(cfg)
+    trainer.log.info = lambda message: None
+    try:
+        steps = min(args.steps, trainer.batches_per_epoch)
+        trainer.batches_per_epoch = steps
+        waits = []
+
+        def epoch():
+            trainer.batch_in_epoch = 0
+            start = time.perf_counter()
+            metrics = trainer.train_epoch()
+            waits.append(metrics["data_wait"] / (time.perf_counter() - start))
+        seconds = timed(epoch, device, args.warmup, args.repeats)
+        ours = steps * cfg.data.batch_size / seconds
+    finally:
+        trainer.close()
+    tf = transforms.Compose([transforms.RandomResizedCrop(cfg.data.crop_size), transforms.RandomHorizontalFlip(),
+                             transforms.ToTensor(), transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+    dataset = datasets.ImageFolder(str(root / cfg.data.train_split), transform=tf)
+    loader = DataLoader(dataset, batch_size=cfg.data.batch_size, shuffle=True, num_workers=cfg.data.workers,
+                        pin_memory=device.type == "cuda", drop_last=True, persistent_workers=cfg.data.workers > 0)
+    model = reference_model(cfg).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+    def ref_epoch():
+        for i, (images, targets) in enumerate(loader):
+            if i >= steps:
+                break
+            images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+            out = model(images)
+            loss = F.cross_entropy(out[0], targets) + 0.3 * sum(F.cross_entropy(a, targets) for a in out[1:])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            loss.item()
+    reference = steps * cfg.data.batch_size / timed(ref_epoch, device, args.warmup, args.repeats)
+    wait = statistics.median(waits[args.warmup:] or waits)
+    emit({"mode": "train_folder", "ours_images_per_sec": ours, "reference_images_per_sec": reference,
+          "ratio": ours / reference, "data_wait_fraction": wait, "workers": cfg.data.workers},
+         f"train (JPEG folder, {cfg.data.workers} workers): ours {ours:.1f} images/s (data wait {100 * wait:.0f}%), "
+         f"reference {reference:.1f} images/s, ratio {ours / reference:.2f}x")
+
+
+def bench_eval(cfg, args, device, emit, crops: int):
+    from data.device_ops import BatchNormalizer
+    from googlenet.models.registry import build_model
+
+    size = cfg.data.crop_size
+    dtype = PRECISIONS[str(cfg.trainer.precision)]
+    channels_last = device.type in ("cuda", "cpu") if cfg.trainer.channels_last == "auto" else bool(
+        cfg.trainer.channels_last)
+    images_per_batch = max(1, cfg.data.batch_size // crops) if crops > 1 else cfg.data.batch_size
+    n = images_per_batch * crops
+    uint8 = torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, device=device)
+    ours_model = build_model(cfg.model.name, **{**model_options(cfg.model), "aux_logits": False}).to(device).eval()
+    if channels_last:
+        ours_model = ours_model.to(memory_format=torch.channels_last)
+    normalizer = BatchNormalizer(channels_last=channels_last).to(device).eval()
+
+    @torch.no_grad()
+    def ours_batch():
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            logits = ours_model(normalizer(uint8))
+        logits.float().softmax(1).view(images_per_batch, crops, -1).mean(1).topk(5, 1)
+
+    ref_model = reference_model(cfg).to(device).eval()
+    ref_input = torch.randn(n, 3, size, size, device=device)
+
+    @torch.no_grad()
+    def ref_batch():
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            logits = ref_model(ref_input)
+        logits.float().softmax(1).view(images_per_batch, crops, -1).mean(1).topk(5, 1)
+    seconds, ref_seconds = timed_pair(ours_batch, ref_batch, device, args.warmup, args.repeats * 3)
+    ours, reference = images_per_batch / seconds, images_per_batch / ref_seconds
+    emit({"mode": f"eval{crops}", "crops": crops, "ours_images_per_sec": ours, "reference_images_per_sec": reference,
+          "ratio": ours / reference, "crops_per_batch": n},
+         f"eval ({crops} crop{'s' if crops > 1 else ''}): ours {ours:.1f} images/s ({ours * crops:.0f} crops/s), "
+         f"reference {reference:.1f} images/s, ratio {ours / reference:.2f}x")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("overrides", nargs="*", help="train.py config overrides (key=value)")
+    p.add_argument("--modes", default="train,eval1,eval144", help="train, folder, eval1, eval144 (comma separated)")
+    p.add_argument("--folder", help="ImageFolder root with train/ for the end-to-end measurement")
+    p.add_argument("--steps", type=int, default=20, help="optimizer steps per timed run")
+    p.add_argument("--warmup", type=int, default=1, help="untimed runs first")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs (median reported)")
+    p.add_argument("--peak-tflops", type=float, default=None, help="device peak for MFU, if not in the table")
+    p.add_argument("--output", type=Path, help="append one JSON line per measurement to this file")
+    args = p.parse_args(argv)
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if args.folder:
+        modes = modes if "folder" in modes else modes + ["folder"]
+    try:
+        with tempfile.TemporaryDirectory() as scratch:
+            cfg = compose_config("train", ["data=synthetic", "trainer.progress=false", "trainer.log_images=false",
+                                           *args.overrides, f"hydra.run.dir={scratch}/run"])
+            device = torch.device("cuda" if str(cfg.trainer.device) == "auto" and torch.cuda.is_available()
+                                  else "cpu" if str(cfg.trainer.device) == "auto" else str(cfg.trainer.device))
+            context = {
+                "model": cfg.model.name, "batch": cfg.data.batch_size, "size": cfg.data.crop_size,
+                "precision": str(cfg.trainer.precision), "compile": bool(cfg.trainer.compile),
+                "channels_last": str(cfg.trainer.channels_last), "device": str(device),
+                "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
+                or platform.machine(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+                "torchvision": torchvision.__version__, "command": " ".join(sys.argv),
+            }
+            print(f"{context['model']} batch {context['batch']} at {context['size']} px, {context['precision']}, "
+                  f"{context['device_name']} ({device}), torch {torch.__version__}")
+
+            def emit(record, line):
+                print(line)
+                if args.output:
+                    args.output.parent.mkdir(parents=True, exist_ok=True)
+                    with args.output.open("a") as f:
+                        f.write(json.dumps({**context, **record}) + "\n")
+            for mode in modes:
+                if mode == "train":
+                    bench_train_synthetic(cfg.copy(), args, device, emit)
+                elif mode == "folder":
+                    if not args.folder:
+                        raise UserError("--modes folder needs --folder ROOT")
+                    folder_cfg = compose_config("train", ["trainer.progress=false", "trainer.log_images=false",
+                                                          *args.overrides, f"data.root={args.folder}",
+                                                          f"hydra.run.dir={scratch}/folder"])
+                    bench_train_folder(folder_cfg, args, device, emit)
+                elif mode in ("eval1", "eval10", "eval144"):
+                    bench_eval(cfg, args, device, emit, int(mode[4:]))
+                else:
+                    raise UserError(f"unknown mode {mode!r}; use train, folder, eval1, eval10, eval144")
+            if device.type == "cpu":
+                print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

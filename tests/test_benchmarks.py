@@ -1,0 +1,50 @@
+"""Smoke runs of the benchmark scripts at tiny sizes (speed itself is never asserted)."""
+import json
+
+import torch
+
+from conftest import make_image
+from data.device_ops import IMAGENET_MEAN, IMAGENET_STD, BatchNormalizer
+from helpers import run_script
+
+
+def test_benchmark_prints_both_loops_and_the_ratio(tmp_path):
+    out = tmp_path / "bench.jsonl"
+    result = run_script("scripts/benchmark.py", "model=inception_v1_torchvision", "trainer.device=cpu",
+                        "data.batch_size=2", "data.crop_size=32", "--steps", "1", "--repeats", "1",
+                        "--modes", "train,eval1,eval144", "--output", str(out), timeout=180)
+    assert result.returncode == 0, result.stderr
+    assert "train (synthetic): ours" in result.stdout and "reference" in result.stdout
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["mode"] for r in records] == ["train_synthetic", "eval1", "eval144"]
+    for r in records:
+        assert r["ours_images_per_sec"] > 0 and r["reference_images_per_sec"] > 0
+        assert abs(r["ratio"] - r["ours_images_per_sec"] / r["reference_images_per_sec"]) < 1e-9
+        assert r["device"] == "cpu" and r["torch"] == torch.__version__
+    assert records[0]["train_gflop_per_image"] > 0
+
+
+def test_data_benchmark_on_a_flat_folder(tmp_path):
+    for i in range(6):
+        make_image(tmp_path / "imgs" / f"n0{i}_x.JPEG", size=(90, 70), seed=i)
+    result = run_script("scripts/benchmark_data.py", str(tmp_path / "imgs"), "--workers", "0", "--batch-size", "3",
+                        "--size", "32", "--epochs", "1", timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "torchvision baseline" in result.stdout and "ratio ours / baseline" in result.stdout
+
+
+def test_normalizer_and_lighting_noise():
+    images = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    expected = (images / 255 - mean) / std
+    normalizer = BatchNormalizer(lighting_std=0.1)
+    assert torch.allclose(normalizer.eval()(images), expected, atol=1e-5)  # no noise in eval
+    g = torch.Generator().manual_seed(3)
+    noisy = normalizer.train()(images, g)
+    shift = (noisy - expected) * std  # per-image RGB offset, constant over pixels
+    assert torch.allclose(shift, shift[:, :, :1, :1].expand_as(shift), atol=1e-5)
+    assert shift.abs().max() > 0
+    again = normalizer(images, torch.Generator().manual_seed(3))
+    assert torch.equal(noisy, again)
+    assert BatchNormalizer(channels_last=True)(images).is_contiguous(memory_format=torch.channels_last)
