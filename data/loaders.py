@@ -1,7 +1,6 @@
 """Datasets and loaders from the `data` config group."""
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from googlenet.errors import UserError
 
 from .classes import class_names
 from .datasets import ImageFolderDataset
+from .device_decode import EncodedTrainTransform, collate_encoded
 from .samplers import EpochSampler
 from .synthetic import SyntheticLoader
 from .transforms import EvalTransform, PhotometricDistortion, TrainTransform
@@ -22,8 +22,12 @@ def eval_resize(data_cfg) -> int:
     return int(data_cfg.eval_resize or round(data_cfg.crop_size / 0.875))
 
 
-def train_transform(data_cfg) -> TrainTransform:
+def train_transform(data_cfg):
     a = data_cfg.augment
+    if data_cfg.decode == "device":
+        return EncodedTrainTransform(size=data_cfg.crop_size, scale=tuple(a.scale), ratio=tuple(a.ratio),
+                                     hflip=a.hflip, brightness=a.brightness, contrast=a.contrast,
+                                     saturation=a.saturation)
     photometric = None
     if any(a[k] > 0 for k in ("brightness", "contrast", "saturation", "hue")):
         photometric = PhotometricDistortion(a.brightness, a.contrast, a.saturation, a.hue)
@@ -45,10 +49,10 @@ def dataset_root(data_cfg) -> Path:
     return Path(data_cfg.root).expanduser()
 
 
-def make_loader(dataset, sampler: EpochSampler, data_cfg, drop_last: bool, seed: int) -> DataLoader:
+def make_loader(dataset, sampler: EpochSampler, data_cfg, drop_last: bool, seed: int, collate_fn=None) -> DataLoader:
     workers = int(data_cfg.workers)
     return DataLoader(
-        dataset, batch_size=data_cfg.batch_size, sampler=sampler, num_workers=workers,
+        dataset, batch_size=data_cfg.batch_size, sampler=sampler, num_workers=workers, collate_fn=collate_fn,
         pin_memory=bool(data_cfg.pin_memory) and torch.cuda.is_available(), drop_last=drop_last,
         persistent_workers=bool(data_cfg.persistent_workers) and workers > 0,
         prefetch_factor=data_cfg.prefetch_factor if workers > 0 else None,
@@ -86,7 +90,9 @@ def build_data(data_cfg, seed: int, rank: int = 0, world_size: int = 1, device="
     train_sampler = EpochSampler(len(train_set), seed, shuffle=True, rank=rank, world_size=world_size, pad=True)
     val_sampler = EpochSampler(len(val_set), seed, shuffle=False, rank=rank, world_size=world_size, pad=False)
     return DataBundle(
-        train=SamplerLoader(make_loader(train_set, train_sampler, data_cfg, drop_last=True, seed=seed)),
+        train=SamplerLoader(make_loader(
+            train_set, train_sampler, data_cfg, drop_last=True, seed=seed,
+            collate_fn=collate_encoded(data_cfg.crop_size) if data_cfg.decode == "device" else None)),
         val=SamplerLoader(make_loader(val_set, val_sampler, data_cfg, drop_last=False, seed=seed)),
         classes=train_set.classes, names=class_names(train_set.classes),
         train_size=len(train_set), val_size=len(val_set))
@@ -106,7 +112,3 @@ class SamplerLoader:
 
     def __iter__(self):
         return iter(self.loader)
-
-
-def default_workers() -> int:
-    return min(8, os.cpu_count() or 1)

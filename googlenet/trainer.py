@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from data.device_decode import EncodedBatch
 from data.device_ops import BatchNormalizer
 from data.loaders import DataBundle, build_data
 
@@ -315,7 +316,11 @@ class Trainer:
                 break
             data_wait += time.perf_counter() - tick
             self.skipped.extend(p for joined in skipped for p in joined.split("\n") if p)
-            images = images.to(dev, non_blocking=True)
+            if isinstance(images, EncodedBatch):  # data.decode=device
+                encoded, images = images, images.decode(dev)
+                self.skipped.extend(encoded.failed)
+            else:
+                images = images.to(dev, non_blocking=True)
             targets = targets.to(dev, non_blocking=True)
             if not first_batch_logged:
                 self._log_image_grid(images)

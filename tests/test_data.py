@@ -221,3 +221,46 @@ def test_sample_set_is_deterministic_and_learnable_shaped(tmp_path, sample_root)
     first = sorted((sample_root / "train").rglob("*_000[01].JPEG"))
     second = sorted((again / "train").rglob("*.JPEG"))
     assert [p.read_bytes() for p in first] == [p.read_bytes() for p in second]
+
+
+def _photo(path, size=(800, 600)):
+    torch.manual_seed(0)
+    base = torch.nn.functional.interpolate(torch.rand(1, 3, 24, 32), size=(size[1], size[0]), mode="bicubic")
+    Image.fromarray((base[0].permute(1, 2, 0).clamp(0, 1) * 255).byte().numpy()).save(path, quality=95)
+    return path
+
+
+def test_device_decode_matches_the_cpu_path(tmp_path):
+    from data.device_decode import EncodedBatch, EncodedTrainTransform
+    path = _photo(tmp_path / "big.JPEG")
+    cpu, encoded = TrainTransform(size=64, fast_decode=False), EncodedTrainTransform(size=64)
+    for i in range(8):
+        expected = cpu(path, random.Random(i)).float()
+        data, params, name = encoded(path, random.Random(i))
+        got = EncodedBatch([data], params[None], [name], 64).decode("cpu")[0].float()
+        assert (got - expected).abs().mean() < 4.0  # same crop box and flip, small resampling differences
+
+
+def test_device_decode_handles_odd_and_corrupt_files(tmp_path, tiny_folder):
+    from data.device_decode import EncodedBatch, EncodedTrainTransform, collate_encoded
+    good = _photo(tmp_path / "good.JPEG", size=(120, 90))
+    cmyk = make_image(tmp_path / "cmyk.JPEG", mode="CMYK")
+    png = make_image(tmp_path / "png.JPEG", fmt="PNG")
+    broken = tmp_path / "broken.JPEG"
+    data = good.read_bytes()
+    broken.write_bytes(data[: len(data) // 2])  # the header parses, the image data stops half way
+    t = EncodedTrainTransform(size=32, brightness=0.4, contrast=0.4, saturation=0.4)
+    samples = [(t(p, random.Random(k)), 0, "") for k, p in enumerate([good, cmyk, png, broken])]
+    images, targets, skipped = collate_encoded(32)(samples)
+    assert isinstance(images, EncodedBatch) and targets.tolist() == [0, 0, 0, 0]
+    out = images.decode("cpu")
+    assert out.shape == (4, 3, 32, 32) and out.dtype == torch.uint8
+    assert images.failed == [str(broken)]
+    # training end to end with device decoding (the CPU stands in for the GPU)
+    from googlenet.config import compose_config
+    from googlenet.trainer import train
+    from helpers import tiny_overrides
+    cfg = compose_config("train", tiny_overrides(tiny_folder, tmp_path / "run", "trainer.epochs=1", "data.decode=device",
+                                                 "data.augment.brightness=0.3"))
+    assert train(cfg) == 0
+    assert (tmp_path / "run" / "checkpoints" / "last.pt").is_file()

@@ -1,0 +1,138 @@
+"""`data.decode=device`: JPEGs are decoded on the training device with `torchvision.io.decode_jpeg`.
+
+Loader workers only read file bytes and draw each sample's crop box, flip and photometric factors (from the
+same per-sample random stream as the CPU path, so the crop geometry is identical). The main process decodes
+the batch on the device (nvJPEG on CUDA), cuts and resizes the crops there and applies brightness, contrast
+and saturation as batched tensor ops. Files nvJPEG cannot take (PNG under a .JPEG name, CMYK) are decoded on
+the CPU by the worker; a file that fails to decode on the device is replaced by another image of the batch
+and reported like any unreadable file.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torchvision.io import ImageReadMode, decode_jpeg
+
+from .imaging import open_image, pil_to_uint8_tensor, to_rgb
+from .transforms import sample_crop_box
+
+# params per sample: left, top, width, height, flip, brightness, contrast, saturation, pre-decoded
+PARAMS = 9
+
+
+@dataclass
+class EncodedTrainTransform:
+    size: int = 224
+    scale: tuple[float, float] = (0.08, 1.0)
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    hflip: bool = True
+    brightness: float = 0.0
+    contrast: float = 0.0
+    saturation: float = 0.0
+
+    def _factor(self, amount: float, rng: random.Random) -> float:
+        return rng.uniform(max(0.0, 1 - amount), 1 + amount) if amount > 0 else 1.0
+
+    def __call__(self, path, rng: random.Random):
+        img = open_image(path)  # the header only
+        width, height = img.size
+        left, top, w, h = sample_crop_box(width, height, self.scale, self.ratio, rng)
+        flip = self.hflip and rng.random() < 0.5
+        factors = [self._factor(a, rng) for a in (self.brightness, self.contrast, self.saturation)]
+        if img.format == "JPEG" and img.mode in ("RGB", "L"):
+            data = torch.frombuffer(bytearray(Path(path).read_bytes()), dtype=torch.uint8)
+            return data, torch.tensor([left, top, w, h, flip, *factors, 0.0]), str(path)
+        # nvJPEG cannot decode this file: cut the crop here, the device only applies the photometric factors
+        crop = to_rgb(img).resize((self.size, self.size), Image.Resampling.BILINEAR, box=(left, top, left + w, top + h))
+        if flip:
+            crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        return pil_to_uint8_tensor(crop), torch.tensor([0, 0, self.size, self.size, 0, *factors, 1.0]), str(path)
+
+
+class EncodedBatch:
+    """A batch of encoded images with their crop parameters; `decode(device)` gives uint8 (B, 3, S, S)."""
+
+    def __init__(self, data: list[torch.Tensor], params: torch.Tensor, paths: list[str], size: int):
+        self.data, self.params, self.paths, self.size = data, params, paths, size
+        self.failed: list[str] = []
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def pin_memory(self) -> "EncodedBatch":
+        self.data = [d.pin_memory() for d in self.data]
+        return self
+
+    def _decode_all(self, indices: list[int], device) -> list[torch.Tensor | None]:
+        jpegs = [self.data[i] for i in indices]
+        try:
+            return list(decode_jpeg(jpegs, mode=ImageReadMode.RGB, device=device))
+        except RuntimeError:  # one bad file fails the batched call: retry one by one
+            out = []
+            for jpeg in jpegs:
+                try:
+                    out.append(decode_jpeg(jpeg, mode=ImageReadMode.RGB, device=device))
+                except RuntimeError:
+                    out.append(None)
+            return out
+
+    def decode(self, device) -> torch.Tensor:
+        device = torch.device(device)
+        size, params = self.size, self.params.tolist()
+        out = torch.empty((len(self), 3, size, size), dtype=torch.uint8, device=device)
+        done = [False] * len(self)
+        jpeg_indices = [i for i, p in enumerate(params) if not p[8]]
+        for i, image in zip(jpeg_indices, self._decode_all(jpeg_indices, device)):
+            if image is None:
+                self.failed.append(self.paths[i])
+                continue
+            left, top, w, h, flip = params[i][:5]
+            x0, y0 = int(left), int(top)
+            crop = image[:, y0:y0 + max(1, round(h)), x0:x0 + max(1, round(w))]
+            crop = F.interpolate(crop.unsqueeze(0).float(), size=(size, size), mode="bilinear", antialias=True,
+                                 align_corners=False)[0]
+            crop = crop.flip(-1) if flip else crop
+            out[i] = crop.round_().clamp_(0, 255).to(torch.uint8)
+            done[i] = True
+        for i, p in enumerate(params):
+            if p[8]:
+                out[i] = self.data[i].to(device, non_blocking=True)
+                done[i] = True
+        good = [i for i, ok in enumerate(done) if ok]
+        if not good:
+            raise RuntimeError(f"no image of the batch could be decoded: {', '.join(self.paths)}")
+        for k, i in enumerate(i for i, ok in enumerate(done) if not ok):
+            out[i] = out[good[k % len(good)]]  # stand in for the unreadable file
+        return photometric(out, self.params.to(device, non_blocking=True))
+
+
+def _grey(x: torch.Tensor) -> torch.Tensor:
+    return (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
+
+
+def photometric(images: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+    """Brightness, contrast and saturation (in that order) with per-image factors, as batched tensor ops."""
+    factors = params[:, 5:8].to(torch.float32)
+    if bool((factors == 1).all()):
+        return images
+    x = images.float()
+    b, c, s = (factors[:, k].view(-1, 1, 1, 1) for k in range(3))
+    x = (x * b).clamp_(0, 255)
+    mean = _grey(x).mean(dim=(1, 2, 3), keepdim=True)
+    x = (mean + c * (x - mean)).clamp_(0, 255)
+    grey = _grey(x)
+    x = (grey + s * (x - grey)).clamp_(0, 255)
+    return x.round_().to(torch.uint8)
+
+
+def collate_encoded(size: int):
+    def collate(batch):
+        samples, targets, skipped = zip(*batch)
+        data, params, paths = zip(*samples)
+        return EncodedBatch(list(data), torch.stack(params), list(paths), size), torch.tensor(targets), list(skipped)
+    return collate
