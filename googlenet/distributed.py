@@ -51,7 +51,17 @@ def init_distributed(dist_cfg, device_type: str) -> DistEnv:
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
         kwargs = {"device_id": torch.device("cuda", local_rank)} if backend == "nccl" else {}
-        dist.init_process_group(backend, timeout=timedelta(minutes=dist_cfg.timeout_minutes), **kwargs)
+        timeout = timedelta(minutes=dist_cfg.timeout_minutes)
+        restart = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+        if restart is not None and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+            # After an elastic restart the agent's store still holds the dead workers' addresses; a prefix per
+            # attempt keeps the new workers from reading them (seen as gloo "connection refused" on restart).
+            store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size,
+                                  is_master=False, timeout=timeout)
+            dist.init_process_group(backend, store=dist.PrefixStore(f"googlenet/attempt_{restart}", store),
+                                    rank=rank, world_size=world_size, timeout=timeout, **kwargs)
+        else:
+            dist.init_process_group(backend, timeout=timeout, **kwargs)
     return DistEnv(rank, world_size, local_rank)
 
 

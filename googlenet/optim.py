@@ -69,7 +69,10 @@ def build_optimizer(model: nn.Module, optim_cfg, lr: float, device_type: str = "
     groups = parameter_groups(model, optim_cfg.weight_decay, optim_cfg.no_decay_norm_bias)
     fast = {"foreach": True} if device_type == "cuda" else {}
     if optim_cfg.name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=optim_cfg.momentum, nesterov=optim_cfg.nesterov, **fast)
+        if device_type == "cuda":  # one fused kernel for the whole update
+            return torch.optim.SGD(groups, lr=lr, momentum=optim_cfg.momentum, nesterov=optim_cfg.nesterov,
+                                   fused=True)
+        return torch.optim.SGD(groups, lr=lr, momentum=optim_cfg.momentum, nesterov=optim_cfg.nesterov)
     if optim_cfg.name == "rmsprop":
         if optim_cfg.tf_style:
             return RMSpropTF(groups, lr=lr, alpha=optim_cfg.alpha, eps=optim_cfg.eps, momentum=optim_cfg.momentum)

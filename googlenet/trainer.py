@@ -304,6 +304,7 @@ class Trainer:
         # running sums on the device: loss, main, aux1, aux2, top1, top5, samples; read once per log interval
         sums = torch.zeros(7, device=dev, dtype=torch.float64)
         epoch_sums = torch.zeros(7, device=dev, dtype=torch.float64)
+        zero, one = torch.zeros((), device=dev), torch.ones((), device=dev)
         data_wait = epoch_wait = 0.0
         interval_start = time.perf_counter()
         interval_images = 0
@@ -335,12 +336,9 @@ class Trainer:
                 self.scaler.scale(loss / accumulate).backward()
             with torch.no_grad():
                 top1, top5 = topk_correct(outputs.logits.detach(), targets)
-                sums += torch.stack([loss.detach().double(), terms["main"].double(),
-                                     terms.get("aux1", torch.zeros((), device=dev)).double(),
-                                     terms.get("aux2", torch.zeros((), device=dev)).double(),
-                                     top1.double(), top5.double(), torch.tensor(1.0, device=dev, dtype=torch.float64)]
-                                    ) * torch.tensor([1, 1, 1, 1, 1 / len(targets), 1 / len(targets), 1],
-                                                     device=dev, dtype=torch.float64)
+                n = len(targets)
+                sums += torch.stack([loss.detach(), terms["main"], terms.get("aux1", zero), terms.get("aux2", zero),
+                                     top1 / n, top5 / n, one])
             interval_images += len(targets)
             index += 1
             bar.update(1)
@@ -373,8 +371,8 @@ class Trainer:
     def _should_stop(self) -> bool:
         if not self.env.enabled:
             return self.stop_requested
-        # ranks agree every few steps so that all stop at the same step; a collective per step would sync
-        if self.step % 10 != 0:
+        # ranks agree once per log interval, where the loop syncs anyway, so that all stop at the same step
+        if self.step % self.cfg.trainer.log_every != 0:
             return False
         return D.any_rank(self.stop_requested, self.env, self.device)
 

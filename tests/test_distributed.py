@@ -1,4 +1,5 @@
 """Two-process DDP runs on CPU (gloo) under torchrun."""
+import json
 import os
 import signal
 import subprocess
@@ -19,9 +20,9 @@ pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="to
 NO_RANDOMNESS = ["model=inception_v1_paper", "optim.lr=2.0", "model.dropout=0", "model.aux_dropout=0", "data.augment.lighting=0"]
 
 
-def torchrun(*args, nproc=2, extra_launcher=(), cwd=ROOT, popen=False, timeout=300):
+def torchrun(*args, nproc=2, extra_launcher=(), cwd=ROOT, popen=False, timeout=300, script="train.py"):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           *extra_launcher, str(ROOT / "train.py"), *args]
+           *extra_launcher, str(ROOT / script), *args]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     if popen:
         return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -64,6 +65,16 @@ def test_two_processes_match_one_process_with_double_batch(tmp_path, tiny_folder
     # validation counted every image once: same accuracy, 12 images, on both
     assert a["metrics"]["val_images"] == b["metrics"]["val_images"] == 12
     assert a["metrics"]["val_top1"] == pytest.approx(b["metrics"]["val_top1"])
+    # evaluate.py under torchrun: 12 images over 2 ranks (no padding), the same numbers as one process
+    ckpt = run_dir / "checkpoints" / "last.pt"
+    for name, result in (("one", run_script("evaluate.py", f"ckpt={ckpt}", "crops=10", "workers=0", "ema=false",
+                                             f"output={tmp_path / 'one.json'}")),
+                         ("two", torchrun(f"ckpt={ckpt}", "crops=10", "workers=0", "ema=false",
+                                          f"output={tmp_path / 'two.json'}", script="evaluate.py"))):
+        assert result.returncode == 0, result.stdout + result.stderr
+    one, two = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "two"))
+    assert one["images"] == two["images"] == 12 and two["processes"] == 2
+    assert one["top1"] == pytest.approx(two["top1"]) and one["top5"] == pytest.approx(two["top5"])
 
 
 def _children(pid):
