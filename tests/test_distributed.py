@@ -20,8 +20,9 @@ pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="to
 NO_RANDOMNESS = ["model=inception_v1_paper", "optim.lr=2.0", "model.dropout=0", "model.aux_dropout=0", "data.augment.lighting=0"]
 
 
-def torchrun(*args, nproc=2, extra_launcher=(), cwd=ROOT, popen=False, timeout=300, script="train.py"):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+def torchrun(*args, nproc=2, extra_launcher=(), cwd=ROOT, popen=False, timeout=300, script="train.py",
+             launcher="torch.distributed.run"):
+    cmd = [sys.executable, "-m", launcher, "--standalone", f"--nproc_per_node={nproc}",
            *extra_launcher, str(ROOT / script), *args]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     if popen:
@@ -119,11 +120,12 @@ def test_killed_worker_is_restarted_from_last_checkpoint(tmp_path):
 def test_sigterm_to_the_launcher_saves_and_resume_finishes(tmp_path, tiny_folder):
     run_dir = tmp_path / "run"
     args = tiny_overrides(tiny_folder, run_dir, "trainer.epochs=500", "trainer.limit_val_batches=1")
-    proc = torchrun(*args, popen=True)
+    proc = torchrun(*args, popen=True, launcher="googlenet.launch")  # torchrun with a graceful exit status
     _wait_for(run_dir / "checkpoints" / "last.pt", proc)
     time.sleep(0.5)  # now mid-epoch
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out
     assert "stopped at epoch" in out, out
     assert "Traceback" not in out.split("stopped at epoch")[0]  # the workers stopped cleanly
     state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
