@@ -45,8 +45,6 @@ class RunLog:
 
     def info(self, message: str) -> None:
         if self.enabled:
-            if self.progress:
-                tqdm.write("", end="")  # keep bars and lines apart
             self.logger.info(message)
 
     def scalars(self, values: dict[str, float], step: int) -> None:

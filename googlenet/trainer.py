@@ -88,6 +88,7 @@ class Trainer:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = model.to(device, memory_format=torch.channels_last if self.channels_last else torch.preserve_format)
         self.ema = ModelEMA(self.model, cfg.ema.decay) if cfg.ema.enabled else None
+        self.num_aux = sum(getattr(model, name, None) is not None for name in ("aux1", "aux2", "AuxLogits"))
 
         accumulate = cfg.optim.accumulate
         self.global_batch = cfg.data.batch_size * self.env.world_size * accumulate
@@ -406,10 +407,8 @@ class Trainer:
         scalars = {"train/loss": loss, "train/loss_main": values[1] / n, "train/lr": lr,
                    "train/top1": 100 * values[4] / n, "train/top5": 100 * values[5] / n,
                    "perf/images_per_sec": images_per_sec, "perf/data_wait_fraction": wait_fraction}
-        if self.model.cfg.aux_logits:
-            scalars["train/loss_aux1"] = values[2] / n
-            if isinstance(self.model, nn.Module) and hasattr(self.model, "aux2") and self.model.aux2 is not None:
-                scalars["train/loss_aux2"] = values[3] / n
+        for i in range(self.num_aux):
+            scalars[f"train/loss_aux{i + 1}"] = values[2 + i] / n
         if self.device.type == "cuda":
             scalars["perf/gpu_memory_gib"] = torch.cuda.max_memory_allocated(self.device) / 2**30
         self.log.scalars(scalars, self.step)
