@@ -139,3 +139,18 @@ def test_unknown_model_lists_the_choices():
         build_model("inception_v1", dropuot=0.3)
     with pytest.raises(UserError, match="branch5x5_kernel"):
         build_model("inception_v1", branch5x5_kernel=7)
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_model_config_files_match_the_presets(name):
+    from dataclasses import asdict
+
+    from omegaconf import OmegaConf
+
+    from googlenet.models import INPUT_SIZE
+    yaml = OmegaConf.to_container(OmegaConf.load(f"configs/model/{name}.yaml"))
+    assert yaml.pop("name") == name and yaml.pop("input_size") == INPUT_SIZE[name]
+    assert yaml.pop("num_classes") == "${data.num_classes}"
+    preset = asdict(PRESETS[name][1])
+    preset.pop("num_classes")
+    assert yaml == preset

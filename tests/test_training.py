@@ -270,3 +270,39 @@ def test_keep_last_checkpoints_and_bf16_autocast_on_cpu(tmp_path, tiny_folder):
     names = sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("*.pt"))
     assert names == ["best.pt", "epoch_2.pt", "epoch_3.pt", "last.pt"]
     assert load_checkpoint(tmp_path / "run" / "checkpoints" / "epoch_3.pt")["epoch"] == 3
+
+
+def test_experiment_presets_compose_to_the_papers_recipes():
+    g = compose_config("train", ["experiment=googlenet_paper"])
+    assert g.model.name == "inception_v1_paper" and g.optim.name == "sgd" and g.optim.momentum == 0.9
+    assert (g.schedule.name, g.schedule.interval, g.schedule.step_epochs, g.schedule.gamma) == ("step", "epoch", 8, 0.96)
+    assert g.ema.enabled and g.data.augment.random_interpolation and g.data.augment.scale == [0.08, 1.0]
+    v3 = compose_config("train", ["experiment=inception_v3_paper"])
+    assert v3.model.name == "inception_v3" and v3.model.aux_batch_norm and v3.data.crop_size == 299
+    assert (v3.optim.name, v3.optim.alpha, v3.optim.eps, v3.optim.tf_style) == ("rmsprop", 0.9, 1.0, True)
+    assert (v3.optim.lr, v3.optim.clip_grad_norm, v3.loss.label_smoothing) == (0.045, 2.0, 0.1)
+    assert (v3.schedule.step_epochs, v3.schedule.gamma) == (2, 0.94)
+    # the shell wins over a preset
+    mixed = compose_config("train", ["experiment=googlenet_paper", "model=inception_v1", "optim.lr=0.02"])
+    assert mixed.model.name == "inception_v1" and mixed.optim.lr == 0.02
+
+
+def test_tf_style_rmsprop_and_lr_scaling():
+    from googlenet.optim import RMSpropTF, scaled_lr
+    p = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+    g = torch.tensor([0.5, 1.0])
+    opt = RMSpropTF([p], lr=0.1, alpha=0.9, eps=1.0, momentum=0.9)
+    ms, mom, expected = torch.ones(2), torch.zeros(2), p.detach().clone()
+    for _ in range(2):
+        p.grad = g.clone()
+        opt.step()
+        ms = 0.9 * ms + 0.1 * g ** 2           # the mean square starts at 1
+        mom = 0.9 * mom + 0.1 * g / torch.sqrt(ms + 1.0)  # eps inside the square root
+        expected -= mom
+    assert torch.allclose(p.detach(), expected)
+    cfg = OmegaConf.create({"lr": 0.1, "base_batch": 256, "scale_lr": "linear"})
+    assert scaled_lr(cfg, 1024) == pytest.approx(0.4)
+    cfg.scale_lr = "sqrt"
+    assert scaled_lr(cfg, 1024) == pytest.approx(0.2)
+    cfg.scale_lr = "none"
+    assert scaled_lr(cfg, 1024) == pytest.approx(0.1)
