@@ -253,6 +253,7 @@ class Trainer:
         line = [f"epoch {self.epoch}/{self.cfg.trainer.epochs}", f"train loss {metrics['train_loss']:.4f}",
                 f"top1 {metrics['train_top1']:.2f}%"]
         key = self._best_key()
+        improved = False
         if key in metrics:
             value = metrics[key]
             improved = self.best is None or (value < self.best if key.endswith("loss") else value > self.best)
@@ -261,13 +262,14 @@ class Trainer:
             line += [f"val top1 {metrics['val_top1']:.2f}% top5 {metrics['val_top5']:.2f}%"]
             if "val_ema_top1" in metrics:
                 line += [f"ema top1 {metrics['val_ema_top1']:.2f}%"]
-            state = self._state()
-            self.save("last.pt", state)
-            if improved:
-                self.save("best.pt", state)
-        else:
-            self.save("last.pt")
-        self._keep_last_epochs()
+        state = self._state()
+        self.save("last.pt", state)
+        if improved:
+            self.save("best.pt", state)
+        keep = self.cfg.trainer.keep_last
+        if keep > 0 and self.env.is_main:
+            self.save(f"epoch_{self.epoch}.pt", state)
+            (self.ckpt_dir / f"epoch_{self.epoch - keep}.pt").unlink(missing_ok=True)
         line.append(f"{metrics['epoch_time']:.1f}s")
         self.log.info(" | ".join(line))
         self.log.flush()
@@ -275,14 +277,6 @@ class Trainer:
     def _best_key(self) -> str:
         prefix = "val_ema" if self.ema else "val"
         return f"{prefix}_{self.cfg.trainer.best_metric}"
-
-    def _keep_last_epochs(self) -> None:
-        k = self.cfg.trainer.keep_last
-        if k <= 0 or not self.env.is_main:
-            return
-        save_checkpoint({**load_checkpoint(self.ckpt_dir / "last.pt")}, self.ckpt_dir / f"epoch_{self.epoch}.pt")
-        old = self.ckpt_dir / f"epoch_{self.epoch - k}.pt"
-        old.unlink(missing_ok=True)
 
     def _lighting_generator(self, index: int) -> torch.Generator | None:
         if self.cfg.data.augment.lighting <= 0:
