@@ -21,8 +21,8 @@ from torchvision.io import ImageReadMode, decode_jpeg
 from .imaging import open_image, pil_to_uint8_tensor, to_rgb
 from .transforms import sample_crop_box
 
-# params per sample: left, top, width, height, flip, brightness, contrast, saturation, pre-decoded
-PARAMS = 9
+# Per-sample parameters, one row each: left, top, width, height, flip, brightness, contrast, saturation,
+# pre-decoded (1 when the worker already cut the crop because nvJPEG cannot read the file).
 
 
 @dataclass
