@@ -6,6 +6,7 @@ import random
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -55,24 +56,37 @@ class ImageFolderDataset(Dataset):
     def __init__(self, root, split: str, transform: Callable, seed: int = 0, classes: list[str] | None = None,
                  fix_hint: str = "", replace_unreadable: bool = True):
         self.root, self.split = Path(root), split
-        found, self.samples = scan_split(root, split, fix_hint)
+        found, samples = scan_split(root, split, fix_hint)
+        # Numpy arrays rather than a list of 1.28M (str, int) tuples: forked loader workers would otherwise
+        # copy the list page by page as reference counts change (copy-on-read), once per worker.
+        self._paths = np.array([os.fsencode(p) for p, _ in samples])
+        self._targets = np.array([t for _, t in samples], dtype=np.int64)
         if classes is not None and list(classes) != found:
             raise UserError(f"{self.root / split} has {len(found)} classes that differ from the "
                             f"{len(classes)} expected; train and val splits must have the same class folders")
         self.classes = found
-        self.targets = [t for _, t in self.samples]
         self.transform = transform
         self.seed = seed
         self.replace_unreadable = replace_unreadable
 
+    @property
+    def samples(self) -> list[tuple[str, int]]:
+        """(path, class index) pairs, for inspection."""
+        return [(os.fsdecode(p), int(t)) for p, t in zip(self._paths, self._targets)]
+
+    @property
+    def targets(self) -> list[int]:
+        return self._targets.tolist()
+
     def __len__(self) -> int:
-        return len(self.samples)
+        return len(self._paths)
 
     def __getitem__(self, key):
         index, epoch = key if isinstance(key, tuple) else (key, 0)
         skipped = []
-        for offset in range(len(self.samples)):
-            path, target = self.samples[(index + offset) % len(self.samples)]
+        for offset in range(len(self)):
+            k = (index + offset) % len(self)
+            path, target = os.fsdecode(self._paths[k]), int(self._targets[k])
             try:
                 image = self.transform(path, sample_rng(self.seed, epoch, index))
                 return image, target, "\n".join(skipped)
