@@ -5,7 +5,8 @@ same per-sample random stream as the CPU path, so the crop geometry is identical
 the batch on the device (nvJPEG on CUDA), cuts and resizes the crops there and applies brightness, contrast
 and saturation as batched tensor ops. Files nvJPEG cannot take (PNG under a .JPEG name, CMYK) are decoded on
 the CPU by the worker; a file that fails to decode on the device is replaced by another image of the batch
-and reported like any unreadable file.
+and reported like any unreadable file. Brightness, contrast, saturation and hue are applied in that fixed
+order (the CPU path shuffles the order per image).
 """
 from __future__ import annotations
 
@@ -19,10 +20,12 @@ from PIL import Image
 from torchvision.io import ImageReadMode, decode_jpeg
 
 from .imaging import open_image, pil_to_uint8_tensor, to_rgb
-from .transforms import sample_crop_box
+from .transforms import INTERPOLATIONS, sample_crop_box
 
 # Per-sample parameters, one row each: left, top, width, height, flip, brightness, contrast, saturation,
-# pre-decoded (1 when the worker already cut the crop because nvJPEG cannot read the file).
+# hue shift, interpolation (index into INTERPOLATIONS), pre-decoded (1 when the worker already cut the crop
+# because nvJPEG cannot read the file).
+INTERPOLATION_MODES = ("bilinear", "area", "nearest", "bicubic")  # the order of transforms.INTERPOLATIONS
 
 
 @dataclass
@@ -34,6 +37,8 @@ class EncodedTrainTransform:
     brightness: float = 0.0
     contrast: float = 0.0
     saturation: float = 0.0
+    hue: float = 0.0
+    random_interpolation: bool = False
 
     def _factor(self, amount: float, rng: random.Random) -> float:
         return rng.uniform(max(0.0, 1 - amount), 1 + amount) if amount > 0 else 1.0
@@ -41,17 +46,21 @@ class EncodedTrainTransform:
     def __call__(self, path, rng: random.Random):
         img = open_image(path)  # the header only
         width, height = img.size
-        left, top, w, h = sample_crop_box(width, height, self.scale, self.ratio, rng)
+        left, top, w, h = sample_crop_box(width, height, self.scale, self.ratio, rng)  # same draws as TrainTransform
+        mode = rng.randrange(len(INTERPOLATION_MODES)) if self.random_interpolation else 0
         flip = self.hflip and rng.random() < 0.5
         factors = [self._factor(a, rng) for a in (self.brightness, self.contrast, self.saturation)]
+        hue = rng.uniform(-self.hue, self.hue) if self.hue > 0 else 0.0
         if img.format == "JPEG" and img.mode in ("RGB", "L"):
             data = torch.frombuffer(bytearray(Path(path).read_bytes()), dtype=torch.uint8)
-            return data, torch.tensor([left, top, w, h, flip, *factors, 0.0]), str(path)
+            return data, torch.tensor([left, top, w, h, flip, *factors, hue, mode, 0.0]), str(path)
         # nvJPEG cannot decode this file: cut the crop here, the device only applies the photometric factors
-        crop = to_rgb(img).resize((self.size, self.size), Image.Resampling.BILINEAR, box=(left, top, left + w, top + h))
+        resample = INTERPOLATIONS[INTERPOLATION_MODES[mode]]
+        crop = to_rgb(img).resize((self.size, self.size), resample, box=(left, top, left + w, top + h))
         if flip:
             crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        return pil_to_uint8_tensor(crop), torch.tensor([0, 0, self.size, self.size, 0, *factors, 1.0]), str(path)
+        return (pil_to_uint8_tensor(crop), torch.tensor([0, 0, self.size, self.size, 0, *factors, hue, mode, 1.0]),
+                str(path))
 
 
 class EncodedBatch:
@@ -86,21 +95,24 @@ class EncodedBatch:
         size, params = self.size, self.params.tolist()
         out = torch.empty((len(self), 3, size, size), dtype=torch.uint8, device=device)
         done = [False] * len(self)
-        jpeg_indices = [i for i, p in enumerate(params) if not p[8]]
+        jpeg_indices = [i for i, p in enumerate(params) if not p[-1]]
         for i, image in zip(jpeg_indices, self._decode_all(jpeg_indices, device)):
             if image is None:
                 self.failed.append(self.paths[i])
                 continue
             left, top, w, h, flip = params[i][:5]
+            mode = INTERPOLATION_MODES[int(params[i][9])]
             x0, y0 = int(left), int(top)
-            crop = image[:, y0:y0 + max(1, round(h)), x0:x0 + max(1, round(w))]
-            crop = F.interpolate(crop.unsqueeze(0).float(), size=(size, size), mode="bilinear", antialias=True,
-                                 align_corners=False)[0]
+            crop = image[:, y0:y0 + max(1, round(h)), x0:x0 + max(1, round(w))].unsqueeze(0).float()
+            if mode in ("bilinear", "bicubic"):
+                crop = F.interpolate(crop, size=(size, size), mode=mode, antialias=True, align_corners=False)[0]
+            else:
+                crop = F.interpolate(crop, size=(size, size), mode=mode)[0]
             crop = crop.flip(-1) if flip else crop
             out[i] = crop.round_().clamp_(0, 255).to(torch.uint8)
             done[i] = True
         for i, p in enumerate(params):
-            if p[8]:
+            if p[-1]:
                 out[i] = self.data[i].to(device, non_blocking=True)
                 done[i] = True
         good = [i for i, ok in enumerate(done) if ok]
@@ -116,9 +128,9 @@ def _grey(x: torch.Tensor) -> torch.Tensor:
 
 
 def photometric(images: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-    """Brightness, contrast and saturation (in that order) with per-image factors, as batched tensor ops."""
-    factors = params[:, 5:8].to(torch.float32)
-    if bool((factors == 1).all()):
+    """Brightness, contrast, saturation and hue (in that order) with per-image factors, as batched ops."""
+    factors, hue = params[:, 5:8].to(torch.float32), params[:, 8].to(torch.float32)
+    if bool((factors == 1).all()) and bool((hue == 0).all()):
         return images
     x = images.float()
     b, c, s = (factors[:, k].view(-1, 1, 1, 1) for k in range(3))
@@ -127,7 +139,29 @@ def photometric(images: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
     x = (mean + c * (x - mean)).clamp_(0, 255)
     grey = _grey(x)
     x = (grey + s * (x - grey)).clamp_(0, 255)
-    return x.round_().to(torch.uint8)
+    if bool((hue != 0).any()):
+        x = shift_hue(x / 255, hue) * 255
+    return x.round_().clamp_(0, 255).to(torch.uint8)
+
+
+def shift_hue(rgb: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Rotate the hue of (B, 3, H, W) images in [0, 1] by `shift` (B,) turns, through HSV."""
+    r, g, b = rgb.unbind(1)
+    value, _ = rgb.max(1)
+    chroma = value - rgb.min(1).values
+    safe = torch.where(chroma > 0, chroma, torch.ones_like(chroma))
+    hue = torch.where(value == r, ((g - b) / safe) % 6,
+                      torch.where(value == g, (b - r) / safe + 2, (r - g) / safe + 4)) / 6
+    hue = torch.where(chroma > 0, hue, torch.zeros_like(hue))
+    hue = (hue + shift.view(-1, 1, 1)) % 1.0
+    saturation = torch.where(value > 0, chroma / torch.where(value > 0, value, torch.ones_like(value)),
+                             torch.zeros_like(value))
+    # HSV -> RGB: channel k is v - v*s*clamp(min(m, 4 - m), 0, 1) with m = (n_k + 6h) mod 6
+    out = []
+    for n in (5.0, 3.0, 1.0):
+        m = (n + hue * 6) % 6
+        out.append(value - value * saturation * torch.clamp(torch.minimum(m, 4 - m), 0, 1))
+    return torch.stack(out, 1)
 
 
 def collate_encoded(size: int):

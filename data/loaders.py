@@ -27,7 +27,8 @@ def train_transform(data_cfg):
     if data_cfg.decode == "device":
         return EncodedTrainTransform(size=data_cfg.crop_size, scale=tuple(a.scale), ratio=tuple(a.ratio),
                                      hflip=a.hflip, brightness=a.brightness, contrast=a.contrast,
-                                     saturation=a.saturation)
+                                     saturation=a.saturation, hue=a.hue,
+                                     random_interpolation=a.random_interpolation)
     photometric = None
     if any(a[k] > 0 for k in ("brightness", "contrast", "saturation", "hue")):
         photometric = PhotometricDistortion(a.brightness, a.contrast, a.saturation, a.hue)

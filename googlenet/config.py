@@ -146,9 +146,6 @@ def validate_data(cfg):
         _bool(cfg, f"{d}.augment.{k}")
     _bool(cfg, f"{d}.fast_decode")
     _choice(cfg, f"{d}.decode", ["cpu", "device"])
-    if cfg.data.decode == "device" and (cfg.data.augment.hue > 0 or cfg.data.augment.random_interpolation):
-        raise UserError("data.decode=device does not support data.augment.hue or random_interpolation; "
-                        "set them to 0/false or use data.decode=cpu")
 
 
 def validate_train(cfg):

@@ -264,3 +264,30 @@ def test_device_decode_handles_odd_and_corrupt_files(tmp_path, tiny_folder):
                                                  "data.augment.brightness=0.3"))
     assert train(cfg) == 0
     assert (tmp_path / "run" / "checkpoints" / "last.pt").is_file()
+
+
+def test_device_hue_shift_matches_hsv_and_interpolation_draws_match_the_cpu_path(tmp_path):
+    import colorsys
+
+    from data.device_decode import INTERPOLATION_MODES, EncodedBatch, EncodedTrainTransform, shift_hue
+    from data.transforms import INTERPOLATIONS
+    torch.manual_seed(0)
+    x, shift = torch.rand(2, 3, 4, 4), torch.tensor([0.1, -0.3])
+    y = shift_hue(x, shift)
+    for b in range(2):
+        h, s, v = colorsys.rgb_to_hsv(*x[b, :, 1, 2].tolist())
+        assert y[b, :, 1, 2].tolist() == pytest.approx(colorsys.hsv_to_rgb((h + shift[b].item()) % 1, s, v), abs=1e-5)
+    assert list(INTERPOLATIONS) == list(INTERPOLATION_MODES)
+    path = _photo(tmp_path / "big.JPEG", size=(300, 200))
+    encoded = EncodedTrainTransform(size=48, random_interpolation=True, hue=0.1, saturation=0.4)
+    modes = set()
+    for i in range(12):
+        rng = random.Random(i)
+        sample_crop_box(300, 200, (0.08, 1.0), (3 / 4, 4 / 3), rng)
+        expected_mode = list(INTERPOLATIONS).index(rng.choice(list(INTERPOLATIONS)))  # what TrainTransform draws
+        data, params, name = encoded(path, random.Random(i))
+        assert int(params[9]) == expected_mode and -0.1 <= params[8] <= 0.1
+        modes.add(expected_mode)
+        out = EncodedBatch([data], params[None], [name], 48).decode("cpu")
+        assert out.shape == (1, 3, 48, 48)
+    assert len(modes) > 1
