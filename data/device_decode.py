@@ -11,7 +11,6 @@ order (the CPU path shuffles the order per image).
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -20,47 +19,32 @@ from PIL import Image
 from torchvision.io import ImageReadMode, decode_jpeg
 
 from .imaging import open_image, pil_to_uint8_tensor, to_rgb
-from .transforms import INTERPOLATIONS, sample_crop_box
+from .transforms import INTERPOLATIONS, TrainTransform
 
 # Per-sample parameters, one row each: left, top, width, height, flip, brightness, contrast, saturation,
-# hue shift, interpolation (index into INTERPOLATIONS), pre-decoded (1 when the worker already cut the crop
-# because nvJPEG cannot read the file).
-INTERPOLATION_MODES = ("bilinear", "area", "nearest", "bicubic")  # the order of transforms.INTERPOLATIONS
+# hue shift, interpolation (index into INTERPOLATION_MODES), pre-decoded (1 when the worker already cut the
+# crop because nvJPEG cannot read the file).
+INTERPOLATION_MODES = tuple(INTERPOLATIONS)  # bilinear, area, nearest, bicubic: also F.interpolate's names
 
 
-@dataclass
-class EncodedTrainTransform:
-    size: int = 224
-    scale: tuple[float, float] = (0.08, 1.0)
-    ratio: tuple[float, float] = (3 / 4, 4 / 3)
-    hflip: bool = True
-    brightness: float = 0.0
-    contrast: float = 0.0
-    saturation: float = 0.0
-    hue: float = 0.0
-    random_interpolation: bool = False
-
-    def _factor(self, amount: float, rng: random.Random) -> float:
-        return rng.uniform(max(0.0, 1 - amount), 1 + amount) if amount > 0 else 1.0
+class EncodedTrainTransform(TrainTransform):
+    """TrainTransform's random choices (the same `draw`), but the worker returns file bytes, not pixels."""
 
     def __call__(self, path, rng: random.Random):
         img = open_image(path)  # the header only
-        width, height = img.size
-        left, top, w, h = sample_crop_box(width, height, self.scale, self.ratio, rng)  # same draws as TrainTransform
-        mode = rng.randrange(len(INTERPOLATION_MODES)) if self.random_interpolation else 0
-        flip = self.hflip and rng.random() < 0.5
-        factors = [self._factor(a, rng) for a in (self.brightness, self.contrast, self.saturation)]
-        hue = rng.uniform(-self.hue, self.hue) if self.hue > 0 else 0.0
+        d = self.draw(*img.size, rng)
+        left, top, w, h = d.box
+        mode = INTERPOLATION_MODES.index(d.interpolation)
         if img.format == "JPEG" and img.mode in ("RGB", "L"):
             data = torch.frombuffer(bytearray(Path(path).read_bytes()), dtype=torch.uint8)
-            return data, torch.tensor([left, top, w, h, flip, *factors, hue, mode, 0.0]), str(path)
+            return data, torch.tensor([left, top, w, h, d.flip, *d.photometric, mode, 0.0]), str(path)
         # nvJPEG cannot decode this file: cut the crop here, the device only applies the photometric factors
-        resample = INTERPOLATIONS[INTERPOLATION_MODES[mode]]
-        crop = to_rgb(img).resize((self.size, self.size), resample, box=(left, top, left + w, top + h))
-        if flip:
+        crop = to_rgb(img).resize((self.size, self.size), INTERPOLATIONS[d.interpolation],
+                                  box=(left, top, left + w, top + h))
+        if d.flip:
             crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        return (pil_to_uint8_tensor(crop), torch.tensor([0, 0, self.size, self.size, 0, *factors, hue, mode, 1.0]),
-                str(path))
+        return (pil_to_uint8_tensor(crop),
+                torch.tensor([0, 0, self.size, self.size, 0, *d.photometric, mode, 1.0]), str(path))
 
 
 class EncodedBatch:

@@ -22,19 +22,15 @@ def eval_resize(data_cfg) -> int:
     return int(data_cfg.eval_resize or round(data_cfg.crop_size / 0.875))
 
 
-def train_transform(data_cfg):
+def train_transform(data_cfg) -> TrainTransform:
     a = data_cfg.augment
-    if data_cfg.decode == "device":
-        return EncodedTrainTransform(size=data_cfg.crop_size, scale=tuple(a.scale), ratio=tuple(a.ratio),
-                                     hflip=a.hflip, brightness=a.brightness, contrast=a.contrast,
-                                     saturation=a.saturation, hue=a.hue,
-                                     random_interpolation=a.random_interpolation)
     photometric = None
     if any(a[k] > 0 for k in ("brightness", "contrast", "saturation", "hue")):
         photometric = PhotometricDistortion(a.brightness, a.contrast, a.saturation, a.hue)
-    return TrainTransform(size=data_cfg.crop_size, scale=tuple(a.scale), ratio=tuple(a.ratio), hflip=a.hflip,
-                          photometric=photometric, random_interpolation=a.random_interpolation,
-                          fast_decode=data_cfg.fast_decode)
+    cls = EncodedTrainTransform if data_cfg.decode == "device" else TrainTransform
+    return cls(size=data_cfg.crop_size, scale=tuple(a.scale), ratio=tuple(a.ratio), hflip=a.hflip,
+               photometric=photometric, random_interpolation=a.random_interpolation,
+               fast_decode=data_cfg.fast_decode)
 
 
 def eval_transform(data_cfg) -> EvalTransform:

@@ -47,6 +47,9 @@ def sample_crop_box(width: int, height: int, scale: tuple[float, float], ratio: 
     return (width - w) / 2, (height - h) / 2, w, h
 
 
+NEUTRAL_PHOTOMETRIC = (1.0, 1.0, 1.0, 0.0)  # brightness, contrast, saturation factors; hue shift
+
+
 @dataclass
 class PhotometricDistortion:
     """Brightness, contrast, saturation and hue jitter in a random order (factors as ColorJitter's)."""
@@ -56,20 +59,31 @@ class PhotometricDistortion:
     saturation: float = 0.4
     hue: float = 0.0
 
-    def __call__(self, img: Image.Image, rng: random.Random) -> Image.Image:
-        ops = []
-        if self.brightness > 0:
-            ops.append((TF.adjust_brightness, rng.uniform(max(0.0, 1 - self.brightness), 1 + self.brightness)))
-        if self.contrast > 0:
-            ops.append((TF.adjust_contrast, rng.uniform(max(0.0, 1 - self.contrast), 1 + self.contrast)))
-        if self.saturation > 0:
-            ops.append((TF.adjust_saturation, rng.uniform(max(0.0, 1 - self.saturation), 1 + self.saturation)))
-        if self.hue > 0:
-            ops.append((TF.adjust_hue, rng.uniform(-self.hue, self.hue)))
+    def factors(self, rng: random.Random) -> tuple[float, float, float, float]:
+        """(brightness, contrast, saturation, hue shift); a disabled one is neutral and draws nothing."""
+        def factor(amount):
+            return rng.uniform(max(0.0, 1 - amount), 1 + amount) if amount > 0 else 1.0
+        b, c, s = factor(self.brightness), factor(self.contrast), factor(self.saturation)
+        return b, c, s, rng.uniform(-self.hue, self.hue) if self.hue > 0 else 0.0
+
+    def apply(self, img: Image.Image, factors, rng: random.Random) -> Image.Image:
+        ops = [(op, f) for op, f, neutral in zip(
+            (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue), factors,
+            NEUTRAL_PHOTOMETRIC) if f != neutral]
         rng.shuffle(ops)
         for op, factor in ops:
             img = op(img, factor)
         return img
+
+
+@dataclass(frozen=True)
+class CropDraw:
+    """The random choices for one training sample, drawn up front in a fixed order."""
+
+    box: tuple[float, float, float, float]   # left, top, width, height in the original image
+    interpolation: str                       # a key of INTERPOLATIONS
+    flip: bool
+    photometric: tuple[float, float, float, float]
 
 
 @dataclass
@@ -82,20 +96,26 @@ class TrainTransform:
     random_interpolation: bool = False
     fast_decode: bool = True  # JPEG draft decoding when the crop is shrunk 2x or more
 
+    def draw(self, width: int, height: int, rng: random.Random) -> CropDraw:
+        """Every random choice of a sample; the CPU and the device decode paths share it, so they agree."""
+        box = sample_crop_box(width, height, self.scale, self.ratio, rng)
+        interpolation = rng.choice(list(INTERPOLATIONS)) if self.random_interpolation else "bilinear"
+        flip = self.hflip and rng.random() < 0.5
+        photometric = self.photometric.factors(rng) if self.photometric else NEUTRAL_PHOTOMETRIC
+        return CropDraw(box, interpolation, flip, photometric)
+
     def __call__(self, path, rng: random.Random):
         img = open_image(path)
-        width, height = img.size
-        left, top, w, h = sample_crop_box(width, height, self.scale, self.ratio, rng)
-        resample = INTERPOLATIONS[rng.choice(list(INTERPOLATIONS))] if self.random_interpolation \
-            else Image.Resampling.BILINEAR
+        d = self.draw(*img.size, rng)
+        left, top, w, h = d.box
         sx, sy = draft_for_scale(img, min(w, h) / self.size) if self.fast_decode else (1.0, 1.0)
         img = to_rgb(img)
         box = (left / sx, top / sy, (left + w) / sx, (top + h) / sy)
-        img = img.resize((self.size, self.size), resample, box=box)
-        if self.hflip and rng.random() < 0.5:
+        img = img.resize((self.size, self.size), INTERPOLATIONS[d.interpolation], box=box)
+        if d.flip:
             img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         if self.photometric is not None:
-            img = self.photometric(img, rng)
+            img = self.photometric.apply(img, d.photometric, rng)
         return pil_to_uint8_tensor(img)
 
 

@@ -25,6 +25,7 @@ from . import distributed as D
 from .checkpoint import load_checkpoint
 from .errors import UserError
 from .models.convert import load_torchvision_weights, read_state_dict
+from .models.layers import AUX_PREFIXES
 from .models.registry import INPUT_SIZE, build_model
 from .trainer import PRECISIONS, model_options, resolve_device
 
@@ -72,7 +73,7 @@ def _load_torchvision(name: str | None, path: Path) -> LoadedModel:
         raise UserError(f"{path} looks like torchvision weights; add model=inception_v1_torchvision "
                         "(googlenet) or model=inception_v3_torchvision (inception_v3)")
     state = read_state_dict(path)
-    model = build_model(name, aux_logits=any(k.startswith(("aux1.", "AuxLogits.")) for k in state))
+    model = build_model(name, aux_logits=any(k.startswith(AUX_PREFIXES) for k in state))
     load_torchvision_weights(model, state)
     wnids = [w for w, _ in imagenet_classes()]
     size = INPUT_SIZE[name]

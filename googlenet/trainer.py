@@ -23,6 +23,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .ema import ModelEMA
 from .errors import UserError
 from .loss import InceptionLoss, topk_correct
+from .models.layers import AUX_HEADS
 from .models.registry import build_model
 from .models.summary import summarize
 from .optim import build_optimizer, scaled_lr
@@ -88,7 +89,7 @@ class Trainer:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = model.to(device, memory_format=torch.channels_last if self.channels_last else torch.preserve_format)
         self.ema = ModelEMA(self.model, cfg.ema.decay) if cfg.ema.enabled else None
-        self.num_aux = sum(getattr(model, name, None) is not None for name in ("aux1", "aux2", "AuxLogits"))
+        self.num_aux = sum(getattr(model, name, None) is not None for name in AUX_HEADS)
 
         accumulate = cfg.optim.accumulate
         self.global_batch = cfg.data.batch_size * self.env.world_size * accumulate

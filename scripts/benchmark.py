@@ -125,14 +125,15 @@ def reference_model(cfg) -> torch.nn.Module:
     return torchvision.models.inception_v3(num_classes=n, aux_logits=True, init_weights=True)
 
 
-def reference_step_fn(cfg, model, images, targets, device):
-    """One step of a plain loop in the style of torchvision's references/classification/train.py."""
+def reference_step_fn(cfg, model, device):
+    """step(images, targets): one step of a plain loop in the style of torchvision's reference
+    classification script (float input, loss read every step), at the configured precision."""
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     dtype = PRECISIONS[str(cfg.trainer.precision)]
     scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
     model.train()
 
-    def step():
+    def step(images, targets):
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             out = model(images)
             loss = F.cross_entropy(out[0], targets) + 0.3 * sum(F.cross_entropy(a, targets) for a in out[1:] if a is not None)
@@ -155,7 +156,7 @@ def bench_train_synthetic(cfg, args, device, emit):
     ref_model = reference_model(cfg).to(device)
     images = torch.randn(batch, 3, cfg.data.crop_size, cfg.data.crop_size, device=device)
     targets = torch.randint(0, cfg.model.num_classes, (batch,), device=device)
-    step = reference_step_fn(cfg, ref_model, images, targets, device)
+    step = reference_step_fn(cfg, ref_model, device)
 
     def epoch():
         trainer.batch_in_epoch = 0
@@ -163,7 +164,7 @@ def bench_train_synthetic(cfg, args, device, emit):
 
     def ref_epoch():
         for _ in range(args.steps):
-            step()
+            step(images, targets)
     try:
         seconds, ref_seconds = timed_pair(epoch, ref_epoch, device, args.warmup, args.repeats)
         flops = train_flops_per_image(trainer.model, cfg.data.crop_size, device)
@@ -209,20 +210,13 @@ def bench_train_folder(cfg, args, device, emit):
     dataset = datasets.ImageFolder(str(root / cfg.data.train_split), transform=tf)
     loader = DataLoader(dataset, batch_size=cfg.data.batch_size, shuffle=True, num_workers=cfg.data.workers,
                         pin_memory=device.type == "cuda", drop_last=True, persistent_workers=cfg.data.workers > 0)
-    model = reference_model(cfg).to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    step = reference_step_fn(cfg, reference_model(cfg).to(device), device)
 
     def ref_epoch():
         for i, (images, targets) in enumerate(loader):
             if i >= steps:
                 break
-            images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
-            out = model(images)
-            loss = F.cross_entropy(out[0], targets) + 0.3 * sum(F.cross_entropy(a, targets) for a in out[1:])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            loss.item()
+            step(images.to(device, non_blocking=True), targets.to(device, non_blocking=True))
     reference = steps * cfg.data.batch_size / timed(ref_epoch, device, args.warmup, args.repeats)
     wait = statistics.median(waits[args.warmup:] or waits)
     emit({"mode": "train_folder", "ours_images_per_sec": ours, "reference_images_per_sec": reference,

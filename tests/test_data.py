@@ -1,4 +1,3 @@
-import math
 import random
 import subprocess
 import sys
@@ -12,11 +11,11 @@ from PIL import Image
 
 from conftest import SHARED_SAMPLE, make_folder, make_image
 from data.classes import class_names, imagenet_classes
-from data.datasets import ImageFolderDataset, sample_rng
+from data.datasets import ImageFolderDataset
 from data.imaging import UnreadableImage, load_rgb
 from data.loaders import build_data
 from data.samplers import EpochSampler
-from data.transforms import EvalTransform, TrainTransform, sample_crop_box
+from data.transforms import EvalTransform, PhotometricDistortion, TrainTransform, sample_crop_box
 from googlenet.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -249,7 +248,7 @@ def test_device_decode_handles_odd_and_corrupt_files(tmp_path, tiny_folder):
     broken = tmp_path / "broken.JPEG"
     data = good.read_bytes()
     broken.write_bytes(data[: len(data) // 2])  # the header parses, the image data stops half way
-    t = EncodedTrainTransform(size=32, brightness=0.4, contrast=0.4, saturation=0.4)
+    t = EncodedTrainTransform(size=32, photometric=PhotometricDistortion(0.4, 0.4, 0.4, 0.0))
     samples = [(t(p, random.Random(k)), 0, "") for k, p in enumerate([good, cmyk, png, broken])]
     images, targets, skipped = collate_encoded(32)(samples)
     assert isinstance(images, EncodedBatch) and targets.tolist() == [0, 0, 0, 0]
@@ -279,7 +278,8 @@ def test_device_hue_shift_matches_hsv_and_interpolation_draws_match_the_cpu_path
         assert y[b, :, 1, 2].tolist() == pytest.approx(colorsys.hsv_to_rgb((h + shift[b].item()) % 1, s, v), abs=1e-5)
     assert list(INTERPOLATIONS) == list(INTERPOLATION_MODES)
     path = _photo(tmp_path / "big.JPEG", size=(300, 200))
-    encoded = EncodedTrainTransform(size=48, random_interpolation=True, hue=0.1, saturation=0.4)
+    encoded = EncodedTrainTransform(size=48, random_interpolation=True,
+                                    photometric=PhotometricDistortion(0.0, 0.0, 0.4, 0.1))
     modes = set()
     for i in range(12):
         rng = random.Random(i)

@@ -4,7 +4,7 @@ import torchvision
 
 from googlenet.errors import UserError
 from googlenet.models import PRESETS, InceptionOutputs, build_model, load_torchvision_weights
-from googlenet.models.summary import count_parameters, summarize, summarize_preset
+from googlenet.models.summary import count_parameters, summarize_preset
 
 
 @pytest.mark.parametrize("name, without_aux, with_aux", [

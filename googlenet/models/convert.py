@@ -7,8 +7,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
-
-AUX_PREFIXES = ("aux1.", "aux2.", "AuxLogits.")
+from .layers import AUX_PREFIXES
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

@@ -11,7 +11,6 @@ Fig. 5 replaces every 5x5 convolution.
 """
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch

@@ -8,6 +8,9 @@ from torch import nn
 
 # TensorFlow's batch-norm epsilon; torchvision's ported Inception weights were trained with it.
 BN_EPS = 1e-3
+# Attribute names of the auxiliary heads (GoogLeNet: aux1, aux2; factorized Inception: AuxLogits).
+AUX_HEADS = ("aux1", "aux2", "AuxLogits")
+AUX_PREFIXES = tuple(f"{name}." for name in AUX_HEADS)
 
 
 class InceptionOutputs(NamedTuple):

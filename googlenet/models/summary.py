@@ -7,9 +7,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .layers import AUX_PREFIXES
 from .registry import INPUT_SIZE, build_model
-
-AUX_PREFIXES = ("aux1.", "aux2.", "AuxLogits.")
 
 
 def count_parameters(model: nn.Module, include_aux: bool = True) -> int:
