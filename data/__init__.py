@@ -1,1 +1,15 @@
-"""The data pipeline: datasets, transforms, multi-crop views, loaders and the embedded sample set."""
+"""The data pipeline (the lower layer: it imports nothing from `googlenet`).
+
+datasets       ROOT/<split>/<class>/* folders that survive unreadable files
+transforms     the paper's training augmentation and the evaluation centre crop, per image
+multicrop      the 1, 10 and 144-crop views of evaluation
+samplers       rank-sharded, per-epoch seeded orders that can start mid-epoch
+loaders        DataLoaders from the `data` config group (and its validation)
+device_ops     batch operations on the training device: normalisation, lighting noise
+device_decode  JPEG decoding on the training device (data.decode=device)
+imaging        decoding any image file to RGB
+classes        ImageNet class order and names
+sample         the embedded sample set (data=sample)
+synthetic      random batches for compute-only benchmarks
+checks, errors, files    config checks, the user-facing error, atomic file writes
+"""

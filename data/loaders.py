@@ -7,14 +7,45 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from googlenet.errors import UserError
-
+from .checks import check_bool, check_choice, check_number, check_pair
 from .classes import class_names
 from .datasets import ImageFolderDataset
+from .errors import UserError
 from .device_decode import EncodedTrainTransform, collate_encoded
 from .samplers import EpochSampler
 from .synthetic import SyntheticLoader
 from .transforms import EvalTransform, PhotometricDistortion, TrainTransform
+
+
+DATA_NAMES = ("imagenet", "sample", "synthetic")
+
+
+def check_data_config(cfg) -> None:
+    """The `data` group's keys (cfg is the whole config)."""
+    d = "data"
+    check_choice(cfg, f"{d}.name", DATA_NAMES)
+    check_number(cfg, f"{d}.batch_size", integer=True, low=1)
+    check_number(cfg, f"{d}.num_classes", integer=True, low=1)
+    check_number(cfg, f"{d}.crop_size", integer=True, low=16)
+    if cfg.data.name == "synthetic":
+        check_number(cfg, f"{d}.train_batches", integer=True, low=1)
+        check_number(cfg, f"{d}.val_batches", integer=True, low=1)
+        return
+    check_number(cfg, f"{d}.workers", integer=True, low=0)
+    check_number(cfg, f"{d}.prefetch_factor", integer=True, low=1)
+    check_number(cfg, f"{d}.eval_resize", integer=True, low=16, optional=True)
+    if cfg.data.eval_resize is not None and cfg.data.eval_resize < cfg.data.crop_size:
+        raise UserError(f"data.eval_resize={cfg.data.eval_resize} is smaller than data.crop_size="
+                        f"{cfg.data.crop_size}; the centre crop must fit inside the resized image")
+    check_pair(cfg, f"{d}.augment.scale", 0, 1)
+    check_pair(cfg, f"{d}.augment.ratio", 0, 100)
+    for k in ("brightness", "contrast", "saturation", "lighting"):
+        check_number(cfg, f"{d}.augment.{k}", low=0)
+    check_number(cfg, f"{d}.augment.hue", low=0, high=0.5)
+    for k in ("hflip", "random_interpolation"):
+        check_bool(cfg, f"{d}.augment.{k}")
+    check_bool(cfg, f"{d}.fast_decode")
+    check_choice(cfg, f"{d}.decode", ["cpu", "device"])
 
 
 def eval_resize(data_cfg) -> int:

@@ -1,11 +1,11 @@
 """Checkpoints: written atomically, read safely (weights_only) with one-line errors."""
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
+
+from data.files import write_atomic
 
 from .errors import UserError
 
@@ -13,20 +13,8 @@ FORMAT = "googlenet-inception/1"
 
 
 def save_checkpoint(state: dict, path: str | Path) -> Path:
-    """Write to a temporary file in the same folder, fsync, then rename: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT, **state}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Readers never see half a file: see `data.files.write_atomic`."""
+    return write_atomic(path, lambda f: torch.save({"format": FORMAT, **state}, f))
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -42,3 +30,28 @@ def load_checkpoint(path: str | Path) -> dict:
         raise UserError(f"{path} is not a checkpoint written by train.py (for torchvision weights use "
                         "model=inception_v1_torchvision or inception_v3_torchvision)")
     return state
+
+
+class RunCheckpoints:
+    """The checkpoints of one run in `<run dir>/checkpoints`: last.pt, best.pt and epoch_<N>.pt.
+
+    Only rank 0 writes; on other ranks every method is a no-op.
+    """
+
+    def __init__(self, folder: Path, enabled: bool = True):
+        self.folder, self.enabled = Path(folder), enabled
+
+    def path(self, name: str = "last.pt") -> Path:
+        return self.folder / name
+
+    def save(self, name: str, checkpoint: dict) -> Path | None:
+        return save_checkpoint(checkpoint, self.folder / name) if self.enabled else None
+
+    def save_epoch(self, checkpoint: dict, epoch: int, improved: bool, keep_last: int) -> None:
+        """End of an epoch: last.pt, best.pt if the metric improved, and the last `keep_last` epoch files."""
+        self.save("last.pt", checkpoint)
+        if improved:
+            self.save("best.pt", checkpoint)
+        if keep_last > 0 and self.enabled:
+            self.save(f"epoch_{epoch}.pt", checkpoint)
+            (self.folder / f"epoch_{epoch - keep_last}.pt").unlink(missing_ok=True)

@@ -7,6 +7,17 @@ from datetime import datetime, timedelta
 
 import torch
 import torch.distributed as dist
+from omegaconf import OmegaConf
+
+from data.checks import check_bool, check_choice, check_number
+
+
+def check_dist_config(cfg) -> None:
+    check_choice(cfg, "dist.backend", ["auto", "nccl", "gloo"])
+    check_number(cfg, "dist.timeout_minutes", low=0, low_open=True)
+    for key in ("find_unused_parameters", "static_graph", "sync_bn"):
+        if OmegaConf.select(cfg, f"dist.{key}") is not None:
+            check_bool(cfg, f"dist.{key}")
 
 
 @dataclass(frozen=True)
@@ -63,6 +74,16 @@ def init_distributed(dist_cfg, device_type: str) -> DistEnv:
         else:
             dist.init_process_group(backend, timeout=timeout, **kwargs)
     return DistEnv(rank, world_size, local_rank)
+
+
+def wrap_ddp(model: torch.nn.Module, env: DistEnv, device: torch.device, dist_cfg) -> torch.nn.Module:
+    """The model as the training step calls it: DistributedDataParallel when there are several processes."""
+    if not env.enabled:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                   find_unused_parameters=dist_cfg.find_unused_parameters,
+                                   static_graph=dist_cfg.static_graph)
 
 
 def broadcast_string(value: str, env: DistEnv) -> str:

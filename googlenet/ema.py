@@ -6,6 +6,14 @@ import copy
 import torch
 from torch import nn
 
+from data.checks import check_bool, check_number
+
+
+def check_ema_config(cfg) -> None:
+    check_bool(cfg, "ema.enabled")
+    check_number(cfg, "ema.decay", low=0, high=0.999999999)
+    check_number(cfg, "ema.every", integer=True, low=1)
+
 
 class ModelEMA:
     """ema <- d * ema + (1 - d) * model, over parameters and floating-point buffers (BN running stats).

@@ -1,5 +1,4 @@
-"""User-facing errors: one line that names the problem and the fix."""
+"""User-facing errors: one line that names the problem and the fix (defined in `data`, the lower layer)."""
+from data.errors import UserError
 
-
-class UserError(Exception):
-    """Bad input from the user (config, dataset, checkpoint). Entry points print it as one line."""
+__all__ = ["UserError"]

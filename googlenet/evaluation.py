@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,11 +14,13 @@ from omegaconf import OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader
 
+from data.checks import check_bool, check_choice, check_number
 from data.classes import class_names, imagenet_classes
 from data.datasets import ImageFolderDataset, collate_readable
 from data.device_ops import BatchNormalizer
+from data.files import write_atomic
 from data.loaders import dataset_root, eval_resize
-from data.multicrop import MultiCropTransform
+from data.multicrop import CROP_MODES, MultiCropTransform
 from data.samplers import EpochSampler
 
 from . import distributed as D
@@ -26,12 +28,31 @@ from .checkpoint import load_checkpoint
 from .errors import UserError
 from .models.convert import load_torchvision_weights, read_state_dict
 from .models.layers import AUX_PREFIXES
-from .models.registry import INPUT_SIZE, build_model
-from .trainer import PRECISIONS, model_options, resolve_device
+from .models.registry import INPUT_SIZE, PRESETS, build_from_config, build_model
+from .runtime import build_runtime, check_runtime_config, resolve_device
 
 # Single-model top-5 error of GoogLeNet in the paper (Table 3), by crops per image.
 PAPER_TOP5_ERROR = {1: 10.07, 10: 9.15, 144: 7.89}
 TORCHVISION_PRESETS = ("inception_v1_torchvision", "inception_v3_torchvision")
+
+
+def check_evaluation_config(cfg) -> None:
+    if not cfg.get("ckpt"):
+        raise UserError("ckpt is required: python evaluate.py ckpt=runs/.../checkpoints/best.pt")
+    if cfg.get("model") is not None:
+        check_choice(cfg, "model.name", list(PRESETS))
+    check_choice(cfg, "crops", list(CROP_MODES))
+    check_choice(cfg, "ema", ["auto", True, False])
+    check_runtime_config(cfg)
+    check_number(cfg, "data.batch_size", integer=True, low=1)
+    check_number(cfg, "data.workers", integer=True, low=0)
+    check_number(cfg, "crop_batch", integer=True, low=1)
+    check_number(cfg, "trainer.limit_val_batches", integer=True, low=1, optional=True)
+    check_number(cfg, "data.crop_size", integer=True, low=16, optional=True)
+    check_number(cfg, "data.eval_resize", integer=True, low=16, optional=True)
+    check_bool(cfg, "per_class")
+    from .distributed import check_dist_config
+    check_dist_config(cfg)
 
 
 @dataclass
@@ -56,7 +77,7 @@ def load_for_eval(cfg) -> LoadedModel:
     name = saved["model"]["name"]
     if requested is not None and requested != name:
         raise UserError(f"checkpoint {path} holds model {name}, not {requested}; drop model= or pass the right ckpt")
-    model = build_model(name, **model_options(OmegaConf.create(saved["model"])))
+    model = build_from_config(saved["model"])
     use_ema = state.get("ema") is not None if cfg.ema == "auto" else bool(cfg.ema)
     if use_ema and state.get("ema") is None:
         raise UserError(f"checkpoint {path} has no EMA weights (trained with ema.enabled=false); use ema=false")
@@ -93,54 +114,46 @@ def _data_settings(cfg, loaded: LoadedModel):
 
 def default_output(cfg) -> Path:
     ckpt = Path(str(cfg.ckpt)).expanduser()
-    return ckpt.with_name(f"{ckpt.stem}.eval-{cfg.split}-{cfg.crops}crop.json")
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    return ckpt.with_name(f"{ckpt.stem}.eval-{cfg.data.val_split}-{cfg.crops}crop.json")
 
 
 @torch.no_grad()
 def run_evaluation(cfg) -> dict:
     """Evaluate and return the results dict (also written as JSON on rank 0)."""
-    device = resolve_device(str(cfg.device))
+    device = resolve_device(cfg.trainer.device)
     env = D.init_distributed(cfg.dist, device.type)
     if env.enabled and device.type == "cuda":
         device = torch.device("cuda", env.local_rank)
+    t = cfg.trainer
+    runtime = build_runtime(device, t.precision, t.channels_last, t.cudnn_benchmark)
     try:
-        return _evaluate(cfg, device, env)
+        return _evaluate(cfg, runtime, env)
     finally:
         D.shutdown(env)
 
 
-def _evaluate(cfg, device, env) -> dict:
+def _evaluate(cfg, runtime, env) -> dict:
+    device, split = runtime.device, cfg.data.val_split
     loaded = load_for_eval(cfg)
     data_cfg = _data_settings(cfg, loaded)
     size, resize = int(data_cfg.crop_size), eval_resize(data_cfg)
     root = dataset_root(data_cfg)
-    dataset = ImageFolderDataset(root, cfg.split, MultiCropTransform(cfg.crops, size, resize, data_cfg.fast_decode),
+    dataset = ImageFolderDataset(root, split, MultiCropTransform(cfg.crops, size, resize, data_cfg.fast_decode),
                                  replace_unreadable=False)
     if dataset.classes != loaded.classes:
-        raise UserError(f"{root / cfg.split} has {len(dataset.classes)} classes but the model was trained on "
+        raise UserError(f"{root / split} has {len(dataset.classes)} classes but the model was trained on "
                         f"{len(loaded.classes)} (or in another order); evaluate on the dataset it was trained for")
     sampler = EpochSampler(len(dataset), shuffle=False, rank=env.rank, world_size=env.world_size, pad=False)
-    loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers,
+    loader = DataLoader(dataset, batch_size=cfg.data.batch_size, sampler=sampler, num_workers=cfg.data.workers,
                         collate_fn=collate_readable, pin_memory=device.type == "cuda")
-    precision = ("bf16" if device.type == "cuda" else "32") if cfg.precision == "auto" else str(cfg.precision)
-    dtype = PRECISIONS[precision]
-    model = loaded.model.to(device).eval()
-    channels_last = device.type in ("cuda", "cpu")
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    normalizer = BatchNormalizer(channels_last=channels_last).to(device).eval()
+    model = runtime.prepare(loaded.model).eval()
+    if cfg.trainer.compile:
+        model = torch.compile(model)
+    normalizer = BatchNormalizer(channels_last=runtime.channels_last).to(device).eval()
     num_classes = len(loaded.classes)
     per_class = torch.zeros(3, num_classes, device=device, dtype=torch.float64)  # images, top1, top5
     unreadable: list[str] = []
-    total_batches = min(len(loader), cfg.limit_batches or len(loader))
+    total_batches = min(len(loader), cfg.trainer.limit_val_batches or len(loader))
     start = time.perf_counter()
     for i, (images, targets, bad) in enumerate(loader):
         if i >= total_batches:
@@ -155,7 +168,7 @@ def _evaluate(cfg, device, env) -> dict:
         probs = torch.empty(b * n, num_classes, device=device)
         for j in range(0, b * n, cfg.crop_batch):
             x = normalizer(flat[j:j + cfg.crop_batch])
-            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            with runtime.autocast():
                 logits = model(x)
             probs[j:j + cfg.crop_batch] = logits.float().softmax(dim=1)
         mean_probs = probs.view(b, n, num_classes).mean(dim=1)   # average probabilities, not logits
@@ -172,21 +185,21 @@ def _evaluate(cfg, device, env) -> dict:
     counts = per_class.sum(dim=1).tolist()
     images_seen = int(counts[0])
     if images_seen == 0:
-        raise UserError(f"no readable images evaluated in {root / cfg.split}")
+        raise UserError(f"no readable images evaluated in {root / split}")
     top1, top5 = 100 * counts[1] / images_seen, 100 * counts[2] / images_seen
     results = {
-        "ckpt": str(cfg.ckpt), "model": loaded.name, "weights": loaded.weights, "split": cfg.split,
+        "ckpt": str(cfg.ckpt), "model": loaded.name, "weights": loaded.weights, "split": split,
         "root": str(root), "crops": cfg.crops, "crop_size": size, "resize": resize,
         "images": images_seen, "top1": top1, "top5": top5, "top1_error": 100 - top1, "top5_error": 100 - top5,
         "images_per_sec": images_seen / elapsed, "crops_per_sec": images_seen * cfg.crops / elapsed,
-        "seconds": elapsed, "unreadable": unreadable, "device": str(device), "precision": precision,
+        "seconds": elapsed, "unreadable": unreadable, "device": str(device), "precision": runtime.precision,
         "processes": env.world_size,
     }
     if loaded.name.startswith("inception_v1"):
         results["paper_top5_error"] = PAPER_TOP5_ERROR[cfg.crops]
     if env.is_main:
         output = Path(str(cfg.output)).expanduser() if cfg.output else default_output(cfg)
-        _write_atomic(output, json.dumps(results, indent=2) + "\n")
+        write_atomic(output, json.dumps(results, indent=2) + "\n")
         results["output"] = str(output)
         if cfg.per_class:
             rows = per_class.tolist()
@@ -196,9 +209,9 @@ def _evaluate(cfg, device, env) -> dict:
                 lines.append([k, loaded.classes[k], loaded.names[k], int(n),
                               f"{100 * rows[1][k] / n:.2f}" if n else "", f"{100 * rows[2][k] / n:.2f}" if n else ""])
             csv_path = output.with_suffix(".per_class.csv")
-            with tempfile.NamedTemporaryFile("w", dir=csv_path.parent, delete=False, newline="") as f:
-                csv.writer(f).writerows(lines)
-            os.replace(f.name, csv_path)
+            text = io.StringIO(newline="")
+            csv.writer(text).writerows(lines)
+            write_atomic(csv_path, text.getvalue())
             results["per_class_csv"] = str(csv_path)
     return results
 

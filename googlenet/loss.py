@@ -5,7 +5,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from data.checks import check_number
+
 from .models.layers import InceptionOutputs
+
+
+def check_loss_config(cfg) -> None:
+    check_number(cfg, "loss.aux_weight", low=0)
+    check_number(cfg, "loss.label_smoothing", low=0, high=0.999)
 
 
 class InceptionLoss(nn.Module):

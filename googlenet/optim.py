@@ -6,7 +6,31 @@ import math
 import torch
 from torch import nn
 
+from data.checks import check_bool, check_choice, check_number
+
 from .errors import UserError
+
+OPTIMIZERS = ("sgd", "rmsprop")
+
+
+def check_optim_config(cfg) -> None:
+    """The `optim` group's keys (cfg is the whole config)."""
+    o = "optim"
+    check_choice(cfg, f"{o}.name", OPTIMIZERS)
+    check_number(cfg, f"{o}.lr", low=0, low_open=True, high=1e6)
+    check_number(cfg, f"{o}.base_batch", integer=True, low=1)
+    check_choice(cfg, f"{o}.scale_lr", ["linear", "sqrt", "none"])
+    check_number(cfg, f"{o}.momentum", low=0, high=1)
+    check_number(cfg, f"{o}.weight_decay", low=0)
+    check_bool(cfg, f"{o}.no_decay_norm_bias")
+    check_number(cfg, f"{o}.clip_grad_norm", low=0, low_open=True, optional=True)
+    check_number(cfg, f"{o}.accumulate", integer=True, low=1)
+    if cfg.optim.name == "sgd":
+        check_bool(cfg, f"{o}.nesterov")
+    else:
+        check_number(cfg, f"{o}.alpha", low=0, high=1)
+        check_number(cfg, f"{o}.eps", low=0, low_open=True)
+        check_bool(cfg, f"{o}.tf_style")
 
 
 def scaled_lr(optim_cfg, global_batch: int) -> float:

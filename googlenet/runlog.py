@@ -35,6 +35,7 @@ class RunLog:
         run_dir.mkdir(parents=True, exist_ok=True)
         console = logging.StreamHandler(sys.stdout)
         console.setFormatter(logging.Formatter("%(message)s"))
+        self.console = console
         logfile = logging.FileHandler(run_dir / "train.log")
         logfile.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
         self.logger.addHandler(console)
@@ -42,6 +43,11 @@ class RunLog:
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
             self.writer = SummaryWriter(log_dir=str(run_dir))
+
+    def set_console(self, on: bool) -> None:
+        """Turn the terminal output off (tools that print their own lines) or back on; train.log is kept."""
+        if self.enabled:
+            self.console.setLevel(logging.INFO if on else logging.CRITICAL + 1)
 
     def info(self, message: str) -> None:
         if self.enabled:

@@ -4,6 +4,27 @@ from __future__ import annotations
 import bisect
 import math
 
+from data.checks import check_choice, check_number, check_number_list
+
+SCHEDULES = ("cosine", "step", "multistep")
+
+
+def check_schedule_config(cfg) -> None:
+    """The `schedule` group's keys (cfg is the whole config)."""
+    s = "schedule"
+    check_choice(cfg, f"{s}.name", SCHEDULES)
+    check_choice(cfg, f"{s}.interval", ["step", "epoch"])
+    check_number(cfg, f"{s}.warmup_epochs", low=0)
+    check_number(cfg, f"{s}.warmup_start", low=0, high=1)
+    if cfg.schedule.name == "cosine":
+        check_number(cfg, f"{s}.min_lr", low=0, high=1)
+    elif cfg.schedule.name == "step":
+        check_number(cfg, f"{s}.step_epochs", low=0, low_open=True)
+        check_number(cfg, f"{s}.gamma", low=0, low_open=True, high=1)
+    else:
+        check_number_list(cfg, f"{s}.milestones")
+        check_number(cfg, f"{s}.gamma", low=0, low_open=True, high=1)
+
 
 class LRSchedule:
     """lr(step) for `epochs` x `steps_per_epoch` optimizer steps.

@@ -41,7 +41,9 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from googlenet.config import compose_config  # noqa: E402
 from googlenet.errors import UserError  # noqa: E402
-from googlenet.trainer import PRECISIONS, Trainer, model_options  # noqa: E402
+from googlenet.models.registry import build_model, model_options  # noqa: E402
+from googlenet.runtime import PRECISIONS, build_runtime, resolve_device  # noqa: E402
+from googlenet.trainer import Trainer  # noqa: E402
 
 # Dense peak TFLOP/s by device name fragment: (bf16/fp16 tensor cores, tf32 tensor cores, plain fp32).
 PEAK_TFLOPS = {
@@ -129,7 +131,7 @@ def reference_step_fn(cfg, model, device):
     """step(images, targets): one step of a plain loop in the style of torchvision's reference
     classification script (float input, loss read every step), at the configured precision."""
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
-    dtype = PRECISIONS[str(cfg.trainer.precision)]
+    dtype = PRECISIONS[build_runtime(device, cfg.trainer.precision).precision]
     scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
     model.train()
 
@@ -151,7 +153,7 @@ def bench_train_synthetic(cfg, args, device, emit):
     cfg.data.train_batches = args.steps
     cfg.trainer.log_every = max(args.steps, 1)
     trainer = Trainer(cfg)
-    trainer.log.info = lambda message: None  # keep the benchmark output to its own lines
+    trainer.log.set_console(False)  # keep the benchmark output to its own lines
     batch = cfg.data.batch_size
     ref_model = reference_model(cfg).to(device)
     images = torch.randn(batch, 3, cfg.data.crop_size, cfg.data.crop_size, device=device)
@@ -159,7 +161,7 @@ def bench_train_synthetic(cfg, args, device, emit):
     step = reference_step_fn(cfg, ref_model, device)
 
     def epoch():
-        trainer.batch_in_epoch = 0
+        trainer.state.batch_in_epoch = 0
         trainer.train_epoch()
 
     def ref_epoch():
@@ -173,7 +175,7 @@ def bench_train_synthetic(cfg, args, device, emit):
         trainer.close()
     ours = batch * args.steps / seconds
     reference = batch * args.steps / ref_seconds
-    peak, peak_text = peak_tflops(device, str(cfg.trainer.precision), args.peak_tflops)
+    peak, peak_text = peak_tflops(device, trainer.runtime.precision, args.peak_tflops)
     mfu = ours * flops / (peak * 1e12) if peak else None
     emit({"mode": "train_synthetic", "ours_images_per_sec": ours, "reference_images_per_sec": reference,
           "ratio": ours / reference, "train_gflop_per_image": flops / 1e9, "mfu": mfu, "peak": peak_text,
@@ -190,14 +192,14 @@ def bench_train_folder(cfg, args, device, emit):
 
     root = Path(args.folder)
     trainer = Trainer(cfg)
-    trainer.log.info = lambda message: None
+    trainer.log.set_console(False)
     try:
         steps = min(args.steps, trainer.batches_per_epoch)
         trainer.batches_per_epoch = steps
         waits = []
 
         def epoch():
-            trainer.batch_in_epoch = 0
+            trainer.state.batch_in_epoch = 0
             start = time.perf_counter()
             metrics = trainer.train_epoch()
             waits.append(metrics["data_wait"] / (time.perf_counter() - start))
@@ -227,12 +229,11 @@ def bench_train_folder(cfg, args, device, emit):
 
 def bench_eval(cfg, args, device, emit, crops: int):
     from data.device_ops import BatchNormalizer
-    from googlenet.models.registry import build_model
 
     size = cfg.data.crop_size
-    dtype = PRECISIONS[str(cfg.trainer.precision)]
-    channels_last = device.type in ("cuda", "cpu") if cfg.trainer.channels_last == "auto" else bool(
-        cfg.trainer.channels_last)
+    runtime = build_runtime(device, cfg.trainer.precision, cfg.trainer.channels_last, cfg.trainer.cudnn_benchmark)
+    dtype = runtime.autocast_dtype
+    channels_last = runtime.channels_last
     images_per_batch = max(1, cfg.data.batch_size // crops) if crops > 1 else cfg.data.batch_size
     n = images_per_batch * crops
     uint8 = torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, device=device)
@@ -281,11 +282,10 @@ def main(argv=None) -> int:
         with tempfile.TemporaryDirectory() as scratch:
             cfg = compose_config("train", ["data=synthetic", "trainer.progress=false", "trainer.log_images=false",
                                            *args.overrides, f"hydra.run.dir={scratch}/run"])
-            device = torch.device("cuda" if str(cfg.trainer.device) == "auto" and torch.cuda.is_available()
-                                  else "cpu" if str(cfg.trainer.device) == "auto" else str(cfg.trainer.device))
+            device = resolve_device(cfg.trainer.device)
             context = {
                 "model": cfg.model.name, "batch": cfg.data.batch_size, "size": cfg.data.crop_size,
-                "precision": str(cfg.trainer.precision), "compile": bool(cfg.trainer.compile),
+                "precision": build_runtime(device, cfg.trainer.precision).precision, "compile": bool(cfg.trainer.compile),
                 "channels_last": str(cfg.trainer.channels_last), "device": str(device),
                 "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
                 or platform.machine(), "threads": torch.get_num_threads(), "torch": torch.__version__,

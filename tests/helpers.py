@@ -1,10 +1,37 @@
-"""Shared helpers for the training and evaluation tests."""
+"""Helpers shared by the tests: image and dataset makers, tiny training overrides, running the scripts."""
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
 
+from PIL import Image
+
 ROOT = Path(__file__).resolve().parents[1]
+SHARED_SAMPLE = ROOT.parent / "shared" / "data" / "imagenet-sample"
+
+
+def make_image(path: Path, size=(80, 60), colour=None, mode="RGB", fmt="JPEG", seed=0):
+    rng = random.Random(seed)
+    colour = colour or tuple(rng.randint(0, 255) for _ in range(3))
+    img = Image.new("RGB", size, colour)
+    for _ in range(20):  # some structure, so crops and resizes differ
+        x, y = rng.randrange(size[0]), rng.randrange(size[1])
+        img.paste(tuple(rng.randint(0, 255) for _ in range(3)), (x, y, min(size[0], x + 9), min(size[1], y + 9)))
+    if mode != "RGB":
+        img = img.convert(mode)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path, fmt)
+    return path
+
+
+def make_folder(root: Path, classes=("n01", "n02", "n03"), per_class=4, splits=("train", "val"), size=(80, 60)):
+    for split in splits:
+        for c, name in enumerate(classes):
+            for i in range(per_class):
+                make_image(root / split / name / f"{name}_{i}.JPEG", size=size,
+                           seed=1000 * splits.index(split) + 100 * c + i)
+    return root
 
 
 def tiny_overrides(data_root, run_dir, *extra):
@@ -16,7 +43,18 @@ def tiny_overrides(data_root, run_dir, *extra):
     ]
 
 
-def run_script(script, *args, timeout=300, env=None):
+def run_script(script, *args, timeout=300, env=None, cwd=ROOT):
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.run([sys.executable, str(ROOT / script), *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT, env=full_env)
+                          timeout=timeout, cwd=cwd, env=full_env)
+
+
+def photo(path: Path, size=(800, 600)) -> Path:
+    """A smooth, photo-like JPEG (bicubic upsampling of random colours)."""
+    import torch
+    g = torch.Generator().manual_seed(0)
+    base = torch.nn.functional.interpolate(torch.rand(1, 3, 24, 32, generator=g), size=(size[1], size[0]),
+                                           mode="bicubic")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray((base[0].permute(1, 2, 0).clamp(0, 1) * 255).byte().numpy()).save(path, quality=95)
+    return path

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import make_folder
+from helpers import make_folder
 from googlenet.checkpoint import load_checkpoint
 from googlenet.models import build_model
 from helpers import ROOT, run_script, tiny_overrides
@@ -68,9 +68,9 @@ def test_two_processes_match_one_process_with_double_batch(tmp_path, tiny_folder
     assert a["metrics"]["val_top1"] == pytest.approx(b["metrics"]["val_top1"])
     # evaluate.py under torchrun: 12 images over 2 ranks (no padding), the same numbers as one process
     ckpt = run_dir / "checkpoints" / "last.pt"
-    for name, result in (("one", run_script("evaluate.py", f"ckpt={ckpt}", "crops=10", "workers=0", "ema=false",
+    for name, result in (("one", run_script("evaluate.py", f"ckpt={ckpt}", "crops=10", "data.workers=0", "ema=false",
                                              f"output={tmp_path / 'one.json'}")),
-                         ("two", torchrun(f"ckpt={ckpt}", "crops=10", "workers=0", "ema=false",
+                         ("two", torchrun(f"ckpt={ckpt}", "crops=10", "data.workers=0", "ema=false",
                                           f"output={tmp_path / 'two.json'}", script="evaluate.py"))):
         assert result.returncode == 0, result.stdout + result.stderr
     one, two = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "two"))

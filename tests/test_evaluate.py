@@ -5,76 +5,13 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import make_folder, make_image
-from data.multicrop import MultiCropTransform, View, cut_views, paper_scales, views
 from googlenet import evaluation
 from googlenet.checkpoint import load_checkpoint
 from googlenet.cli import run
 from googlenet.config import compose_config
 from googlenet.evaluation import LoadedModel, run_evaluation
 from googlenet.trainer import train
-from helpers import run_script, tiny_overrides
-
-
-def five(x0, y0, side, size=224):
-    d = side - size
-    return [(x0, y0), (x0 + d, y0), (x0, y0 + d), (x0 + d, y0 + d), (x0 + round(d / 2), y0 + round(d / 2))]
-
-
-def test_144_crops_landscape_are_the_papers_boxes():
-    vs = views(400, 300, 144, 224, 256)
-    assert len(vs) == 144 and sum(v.flip for v in vs) == 72
-    # shorter side 256 -> 341 x 256; squares at x = 0, 42 (centre), 85 (right)
-    expected_256 = []
-    for x0 in (0, 42, 85):
-        square = [View(256, x, y, 224) for x, y in five(x0, 0, 256)] + [View(256, x0, 0, 256)]
-        expected_256 += square + [View(v.scale, v.left, v.top, v.side, True) for v in square]
-    assert vs[:36] == expected_256
-    # per scale: the three squares of the long side, the 5 crops inside each, and the whole square
-    for k, (scale, width) in enumerate(zip((256, 288, 320, 352), (341, 384, 427, 469))):
-        block = vs[36 * k: 36 * (k + 1)]
-        assert {v.scale for v in block} == {scale}
-        squares = [v for v in block if v.side == scale and not v.flip]
-        assert [(v.left, v.top) for v in squares] == [(0, 0), (round((width - scale) / 2), 0), (width - scale, 0)]
-        for v in block:
-            assert 0 <= v.left and v.left + v.side <= width and 0 <= v.top and v.top + v.side <= scale
-        for i, (sx, _) in enumerate((v.left, v.top) for v in squares):
-            assert [(v.left, v.top) for v in block[12 * i: 12 * i + 5]] == five(sx, 0, scale)
-
-
-def test_144_crops_portrait_use_top_centre_bottom_squares():
-    vs = views(300, 400, 144, 224, 256)
-    squares = [(v.scale, v.left, v.top) for v in vs if v.side == v.scale and not v.flip]
-    assert squares == [(256, 0, 0), (256, 0, 42), (256, 0, 85), (288, 0, 0), (288, 0, 48), (288, 0, 96),
-                       (320, 0, 0), (320, 0, 54), (320, 0, 107), (352, 0, 0), (352, 0, 58), (352, 0, 117)]
-    assert [(v.left, v.top) for v in vs[:5]] == five(0, 0, 256)
-    assert paper_scales(299) == (342, 384, 427, 470)
-
-
-def test_10_and_1_crop_boxes():
-    vs = views(400, 300, 10, 224, 256)  # resized to 341 x 256
-    assert [(v.left, v.top) for v in vs[:5]] == [(0, 0), (117, 0), (0, 32), (117, 32), (58, 16)]
-    assert [v.flip for v in vs] == [False] * 5 + [True] * 5
-    assert [(v.left, v.top) for v in vs[5:]] == [(v.left, v.top) for v in vs[:5]]
-    assert views(400, 300, 1, 224, 256) == [View(256, 58, 16, 224)]
-    with pytest.raises(ValueError):
-        views(400, 300, 12, 224, 256)
-
-
-def test_crops_are_input_sized_and_mirrors_are_flips(tmp_path):
-    image = torch.randint(0, 256, (3, 150, 200), dtype=torch.uint8)
-    vs = views(200, 150, 144, 64, 73)
-    crops = cut_views(image, vs, 64)
-    assert crops.shape == (144, 3, 64, 64)
-    for start in range(0, 144, 12):  # each square: 6 views then their 6 mirrors
-        assert torch.equal(crops[start + 6: start + 12], crops[start: start + 6].flip(-1))
-    # a corner crop is the pixels of the resized image at that box
-    resized = torch.nn.functional.interpolate(image[None].float(), size=(paper_scales(64)[0], 97),
-                                              mode="bilinear", antialias=True).round().clamp(0, 255).byte()[0]
-    assert torch.equal(crops[0], resized[:, :64, :64])
-    path = make_image(tmp_path / "x.JPEG", size=(120, 90))
-    for n in (1, 10, 144):
-        assert MultiCropTransform(n, 48, 55)(path).shape == (n, 3, 48, 48)
+from helpers import make_folder, make_image, run_script, tiny_overrides
 
 
 class ColourModel(nn.Module):
@@ -95,8 +32,8 @@ def _loaded(model, classes):
 
 
 def _eval_cfg(tmp_path, root, **kw):
-    overrides = [f"ckpt={tmp_path / 'fake.pt'}", f"data.root={root}", "workers=0", "batch_size=2",
-                 f"output={tmp_path / 'out.json'}", "device=cpu"] + [f"{k}={v}" for k, v in kw.items()]
+    overrides = [f"ckpt={tmp_path / 'fake.pt'}", f"data.root={root}", "data.workers=0", "data.batch_size=2",
+                 f"output={tmp_path / 'out.json'}", "trainer.device=cpu"] + [f"{k}={v}" for k, v in kw.items()]
     (tmp_path / "fake.pt").write_bytes(b"x")
     return compose_config("evaluate", overrides)
 
@@ -168,13 +105,13 @@ def test_one_crop_matches_the_trainers_validation(tmp_path, tiny_folder):
     assert train(cfg) == 0
     ckpt = tmp_path / "run" / "checkpoints" / "last.pt"
     metrics = load_checkpoint(ckpt)["metrics"]
-    results = run_evaluation(compose_config("evaluate", [f"ckpt={ckpt}", "crops=1", "workers=0", "device=cpu"]))
+    results = run_evaluation(compose_config("evaluate", [f"ckpt={ckpt}", "crops=1", "data.workers=0", "trainer.device=cpu"]))
     assert results["images"] == 12
     assert results["top1"] == pytest.approx(metrics["val_top1"])
     assert results["top5"] == pytest.approx(metrics["val_top5"])
     assert Path(results["output"]) == ckpt.with_name("last.eval-val-1crop.json")
     # the same checkpoint at 144 crops through the command line
-    out = run_script("evaluate.py", f"ckpt={ckpt}", "crops=144", "workers=0", "device=cpu",
+    out = run_script("evaluate.py", f"ckpt={ckpt}", "crops=144", "data.workers=0", "trainer.device=cpu",
                      f"output={tmp_path / 'e144.json'}")
     assert out.returncode == 0, out.stderr
     assert "x 144 crops" in out.stdout and json.loads((tmp_path / "e144.json").read_text())["images"] == 12
@@ -201,7 +138,7 @@ def test_evaluate_errors_are_one_line(tmp_path, tiny_folder, capsys):
     for args, message in [([f"ckpt={ckpt}", "model=inception_v2"], "holds model inception_v1"),
                           ([f"ckpt={ckpt}", f"data.root={other}"], "has 4 classes but the model was trained on 3"),
                           ([f"ckpt={ckpt}", "ema=true"], "has no EMA weights")]:
-        assert run("evaluate", evaluate, args + ["workers=0", "device=cpu"]) == 2
+        assert run("evaluate", evaluate, args + ["data.workers=0", "trainer.device=cpu"]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0], err
 
@@ -215,9 +152,9 @@ def test_torchvision_weights_evaluate_with_the_matching_preset(tmp_path, monkeyp
         make_image(root / "val" / wnid / "a.JPEG", size=(60, 50))
     weights = tmp_path / "googlenet.pth"
     torch.save(torchvision.models.googlenet(init_weights=True, aux_logits=False).state_dict(), weights)
-    assert run("evaluate", evaluate, [f"ckpt={weights}", f"data.root={root}", "device=cpu", "workers=0"]) == 2
+    assert run("evaluate", evaluate, [f"ckpt={weights}", f"data.root={root}", "trainer.device=cpu", "data.workers=0"]) == 2
     assert "add model=inception_v1_torchvision" in capsys.readouterr().err
     # the classes of a torchvision model are all 1000 wnids: a 4-class folder is rejected clearly
     assert run("evaluate", evaluate, [f"ckpt={weights}", "model=inception_v1_torchvision", f"data.root={root}",
-                                      "device=cpu", "workers=0"]) == 2
+                                      "trainer.device=cpu", "data.workers=0"]) == 2
     assert "has 4 classes but the model was trained on 1000" in capsys.readouterr().err

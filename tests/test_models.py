@@ -3,7 +3,7 @@ import torch
 import torchvision
 
 from googlenet.errors import UserError
-from googlenet.models import PRESETS, InceptionOutputs, build_model, load_torchvision_weights
+from googlenet.models import PRESETS, InceptionOutputs, build_model, load_torchvision_weights, preset_config
 from googlenet.models.summary import count_parameters, summarize_preset
 
 
@@ -142,7 +142,8 @@ def test_unknown_model_lists_the_choices():
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
-def test_model_config_files_match_the_presets(name):
+def test_presets_are_the_config_files(name):
+    """configs/model/<name>.yaml is the one definition of a preset: code builds exactly what it says."""
     from dataclasses import asdict
 
     from omegaconf import OmegaConf
@@ -151,6 +152,19 @@ def test_model_config_files_match_the_presets(name):
     yaml = OmegaConf.to_container(OmegaConf.load(f"configs/model/{name}.yaml"))
     assert yaml.pop("name") == name and yaml.pop("input_size") == INPUT_SIZE[name]
     assert yaml.pop("num_classes") == "${data.num_classes}"
-    preset = asdict(PRESETS[name][1])
-    preset.pop("num_classes")
-    assert yaml == preset
+    assert yaml.pop("family") == PRESETS[name].family
+    options = asdict(preset_config(name))
+    assert options.pop("num_classes") == 1000
+    assert options == yaml
+
+
+def test_model_options_are_checked_by_type_and_range():
+    for bad, message in [({"batch_norm": "maybe"}, "model.batch_norm='maybe' must be true or false"),
+                         ({"aux_pool": "bogus"}, "model.aux_pool='bogus' is not one of: paper, adaptive"),
+                         ({"dropout": 1.5}, "model.dropout=1.5 must be <= 1"),
+                         ({"num_classes": 2.0}, "model.num_classes=2.0 must be an integer")]:
+        with pytest.raises(UserError) as e:
+            build_model("inception_v1", **bad)
+        assert message in str(e.value)
+    with pytest.raises(UserError, match="model.flavour='tf' is not one of: paper, torchvision"):
+        build_model("inception_v2", flavour="tf")

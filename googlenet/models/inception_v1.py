@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import ConvBlock, InceptionOutputs, init_weights, transform_input_to_tf
+from .layers import ConvBlock, InceptionOutputs, ModelOptions, init_weights, option, transform_input_to_tf
 
 # Table 1 of the paper: #1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj.
 INCEPTION_TABLE: dict[str, tuple[int, int, int, int, int, int]] = {
@@ -34,16 +34,16 @@ STEM_WIDTH = 192
 
 
 @dataclass(frozen=True)
-class GoogLeNetConfig:
-    num_classes: int = 1000
-    batch_norm: bool = True        # False: the paper's LRN in the stem and biases on every conv
-    branch5x5_kernel: int = 5      # 5 as in the paper, 3 as in torchvision
-    pool_before_5a: int = 3        # kernel of the stride-2 max pool before 5a: 3 (paper) or 2 (torchvision)
-    dropout: float = 0.4
-    aux_dropout: float = 0.7
+class GoogLeNetConfig(ModelOptions):
+    num_classes: int = option(1000, low=1)
+    batch_norm: bool = True                                 # False: the paper's LRN and biases on every conv
+    branch5x5_kernel: int = option(5, choices=(3, 5))       # 5 as in the paper, 3 as in torchvision
+    pool_before_5a: int = option(3, choices=(2, 3))         # the stride-2 max pool before 5a: 3 (paper), 2 (tv)
+    dropout: float = option(0.4, low=0, high=1)
+    aux_dropout: float = option(0.7, low=0, high=1)
     aux_logits: bool = True
-    aux_pool: str = "paper"        # "paper": avg pool 5x5/3 (4x4 at 224 px), "adaptive": always pool to 4x4
-    transform_input: bool = False  # torchvision's TF-ported weights expect [-1, 1] input scaling
+    aux_pool: str = option("paper", choices=("paper", "adaptive"))  # paper: avg pool 5x5/3; adaptive: to 4x4
+    transform_input: bool = False                           # torchvision's TF-ported weights expect [-1, 1] input
 
 
 class InceptionModule(nn.Module):
@@ -98,10 +98,6 @@ class AuxClassifier(nn.Module):
 class GoogLeNet(nn.Module):
     def __init__(self, cfg: GoogLeNetConfig = GoogLeNetConfig()):
         super().__init__()
-        if cfg.branch5x5_kernel not in (3, 5):
-            raise ValueError(f"branch5x5_kernel must be 3 or 5, got {cfg.branch5x5_kernel}")
-        if cfg.pool_before_5a not in (2, 3):
-            raise ValueError(f"pool_before_5a must be 2 or 3, got {cfg.pool_before_5a}")
         self.cfg = cfg
         bn = cfg.batch_norm
         lrn = (lambda: nn.Identity()) if bn else (lambda: nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1.0))

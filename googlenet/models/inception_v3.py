@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import ConvBlock, InceptionOutputs, init_weights, transform_input_to_tf
+from .layers import ConvBlock, InceptionOutputs, ModelOptions, init_weights, option, transform_input_to_tf
 
 # Stems: (name, out channels, kernel, stride, padding) for convs; ("maxpool", ...) for 3x3/2 max pools.
 # The paper's table ends the stem at 35x35x288 with a padded 3x3 conv; the text and the TF model use a
@@ -62,13 +62,13 @@ FLAVOURS = {"paper": (PAPER_STEM, PAPER_BODY), "torchvision": (TORCHVISION_STEM,
 
 
 @dataclass(frozen=True)
-class FactorizedInceptionConfig:
-    num_classes: int = 1000
-    flavour: str = "paper"          # "paper" (Table 1) or "torchvision" (layer-for-layer inception_v3)
-    branch5x5_kernel: int = 3       # 35x35 modules: 3 (Fig. 5) or 5 (torchvision)
+class FactorizedInceptionConfig(ModelOptions):
+    num_classes: int = option(1000, low=1)
+    flavour: str = option("paper", choices=tuple(FLAVOURS))  # paper (Table 1), torchvision (its inception_v3)
+    branch5x5_kernel: int = option(3, choices=(3, 5))         # 35x35 modules: 3 (Fig. 5) or 5 (torchvision)
     aux_logits: bool = True
     aux_batch_norm: bool = False    # "BN-auxiliary": batch-normalise the aux head's fully connected layer
-    dropout: float = 0.2
+    dropout: float = option(0.2, low=0, high=1)
     transform_input: bool = False
 
 
@@ -221,10 +221,6 @@ _MODULES = {"35": Inception35, "reduce35": GridReduction35, "17": Inception17,
 class FactorizedInception(nn.Module):
     def __init__(self, cfg: FactorizedInceptionConfig = FactorizedInceptionConfig()):
         super().__init__()
-        if cfg.flavour not in FLAVOURS:
-            raise ValueError(f"flavour must be one of {sorted(FLAVOURS)}, got {cfg.flavour!r}")
-        if cfg.branch5x5_kernel not in (3, 5):
-            raise ValueError(f"branch5x5_kernel must be 3 or 5, got {cfg.branch5x5_kernel}")
         self.cfg = cfg
         stem_table, body_table = FLAVOURS[cfg.flavour]
 

@@ -1,7 +1,9 @@
 """Building blocks shared by both Inception families."""
 from __future__ import annotations
 
-from typing import NamedTuple
+import math
+from dataclasses import field, fields
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -11,6 +13,40 @@ BN_EPS = 1e-3
 # Attribute names of the auxiliary heads (GoogLeNet: aux1, aux2; factorized Inception: AuxLogits).
 AUX_HEADS = ("aux1", "aux2", "AuxLogits")
 AUX_PREFIXES = tuple(f"{name}." for name in AUX_HEADS)
+
+
+def option(default: Any, *, choices: tuple | None = None, low: float | None = None, high: float | None = None):
+    """A model option with the values it may take (checked by `ModelOptions`)."""
+    return field(default=default, metadata={"choices": choices, "low": low, "high": high})
+
+
+class ModelOptions:
+    """Base of the model config dataclasses: every value is checked against its field's type and limits,
+    so a preset file, a command-line override and a call in code are validated alike."""
+
+    def __post_init__(self):
+        for f in fields(self):
+            problem = _option_problem(f.type, f.metadata, getattr(self, f.name))
+            if problem:
+                raise ValueError(f"{f.name}={getattr(self, f.name)!r} {problem}")
+
+
+def _option_problem(kind: str, limits, value) -> str | None:
+    if kind == "bool":
+        return None if isinstance(value, bool) else "must be true or false"
+    if kind == "int" and (not isinstance(value, int) or isinstance(value, bool)):
+        return "must be an integer"
+    if kind == "float" and (isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value)):
+        return "must be a number"
+    if kind == "str" and not isinstance(value, str):
+        return "must be a string"
+    if limits.get("choices") is not None and value not in limits["choices"]:
+        return f"is not one of: {', '.join(map(str, limits['choices']))}"
+    if limits.get("low") is not None and value < limits["low"]:
+        return f"must be >= {limits['low']}"
+    if limits.get("high") is not None and value > limits["high"]:
+        return f"must be <= {limits['high']}"
+    return None
 
 
 class InceptionOutputs(NamedTuple):

@@ -1,51 +1,99 @@
-"""Named model presets: `model=<name>` in the configs, `build_model(name, ...)` in code."""
+"""Named model presets: the files in `configs/model/` (`model=<name>`), and `build_model(name, ...)` in code.
+
+A preset file is the one definition of a preset: its family, input size and the constructor options of
+the family's config dataclass. This module reads those files, so the command line and code build the same
+network. `num_classes` in a file follows the dataset (`${data.num_classes}`); in code it defaults to 1000.
+"""
 from __future__ import annotations
 
-from dataclasses import fields, replace
+from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
+from omegaconf import OmegaConf
 from torch import nn
 
 from ..errors import UserError
 from .inception_v1 import GoogLeNet, GoogLeNetConfig
 from .inception_v3 import FactorizedInception, FactorizedInceptionConfig
 
-PRESETS: dict[str, tuple[type[nn.Module], Any]] = {
-    # the paper's topology with batch norm: the practical default for training from scratch
-    "inception_v1": (GoogLeNet, GoogLeNetConfig()),
-    # the paper's network exactly: LRN, conv biases, no batch norm
-    "inception_v1_paper": (GoogLeNet, GoogLeNetConfig(batch_norm=False)),
-    # layer for layer torchvision.models.googlenet
-    "inception_v1_torchvision": (GoogLeNet, GoogLeNetConfig(
-        branch5x5_kernel=3, pool_before_5a=2, dropout=0.2, aux_pool="adaptive", transform_input=True)),
-    # the factorized network of "Rethinking the Inception Architecture", Table 1
-    "inception_v2": (FactorizedInception, FactorizedInceptionConfig()),
-    # inception_v2 with the BN-auxiliary head; the rest of the v3 recipe lives in experiment=inception_v3_paper
-    "inception_v3": (FactorizedInception, FactorizedInceptionConfig(aux_batch_norm=True)),
-    # layer for layer torchvision.models.inception_v3
-    "inception_v3_torchvision": (FactorizedInception, FactorizedInceptionConfig(
-        flavour="torchvision", branch5x5_kernel=5, aux_batch_norm=True, dropout=0.5, transform_input=True)),
+PRESET_DIR = Path(__file__).resolve().parents[2] / "configs" / "model"
+FAMILIES: dict[str, tuple[type[nn.Module], type]] = {
+    "googlenet": (GoogLeNet, GoogLeNetConfig),
+    "factorized": (FactorizedInception, FactorizedInceptionConfig),
 }
-# Input resolution each preset was designed for (evaluation resize is derived from it).
-INPUT_SIZE = {name: 224 if cls is GoogLeNet else 299 for name, (cls, _) in PRESETS.items()}
+# Keys of a preset file that are not constructor options.
+PRESET_KEYS = ("name", "family", "input_size")
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    family: str
+    input_size: int          # the resolution the network was designed for (evaluation resize derives from it)
+    options: dict[str, Any]  # constructor options, as in the file (num_classes excluded)
+
+    @property
+    def module(self) -> type[nn.Module]:
+        return FAMILIES[self.family][0]
+
+    @property
+    def config_class(self) -> type:
+        return FAMILIES[self.family][1]
+
+
+def _read_preset(path: Path) -> Preset:
+    raw = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    options = {k: v for k, v in raw.items() if k not in PRESET_KEYS and k != "num_classes"}
+    return Preset(raw["name"], raw["family"], raw["input_size"], options)
+
+
+PRESETS: dict[str, Preset] = {p.name: p for p in map(_read_preset, sorted(PRESET_DIR.glob("*.yaml")))}
+INPUT_SIZE = {name: p.input_size for name, p in PRESETS.items()}
+
+
+def get_preset(name: str) -> Preset:
+    if name not in PRESETS:
+        raise UserError(f"unknown model {name!r}; choose one of: {', '.join(PRESETS)}")
+    return PRESETS[name]
 
 
 def preset_config(name: str, **overrides):
-    """The dataclass config of a preset with `overrides` applied; unknown names and keys are UserErrors."""
-    if name not in PRESETS:
-        raise UserError(f"unknown model {name!r}; choose one of: {', '.join(PRESETS)}")
-    cls, cfg = PRESETS[name]
-    known = {f.name for f in fields(cfg)}
+    """The family's config dataclass for a preset with `overrides`; bad names, keys and values are UserErrors."""
+    preset = get_preset(name)
+    known = {f.name for f in fields(preset.config_class)}
     unknown = sorted(set(overrides) - known)
     if unknown:
         raise UserError(f"model {name!r} has no option(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
-    return replace(cfg, **overrides)
+    try:
+        return preset.config_class(**{**preset.options, **overrides})
+    except ValueError as e:
+        raise UserError(f"model.{e} (model {name})") from None
 
 
 def build_model(name: str, **overrides) -> nn.Module:
     """Build a preset, e.g. `build_model("inception_v1", num_classes=10, aux_logits=False)`."""
-    cfg = preset_config(name, **overrides)
-    try:
-        return PRESETS[name][0](cfg)
-    except ValueError as e:
-        raise UserError(f"model {name!r}: {e}") from None
+    return get_preset(name).module(preset_config(name, **overrides))
+
+
+def model_options(model_cfg) -> dict[str, Any]:
+    """Constructor options from a `model` config group (a DictConfig or a plain dict)."""
+    options = OmegaConf.to_container(model_cfg, resolve=True) if OmegaConf.is_config(model_cfg) else dict(model_cfg)
+    return {k: v for k, v in options.items() if k not in PRESET_KEYS}
+
+
+def build_from_config(model_cfg) -> nn.Module:
+    return build_model(model_cfg["name"], **model_options(model_cfg))
+
+
+def check_model_config(cfg) -> None:
+    """The `model` group's keys (cfg is the whole config): a known preset, and options its family accepts."""
+    name = OmegaConf.select(cfg, "model.name")
+    preset = get_preset(name)
+    if OmegaConf.select(cfg, "model.family") != preset.family:
+        raise UserError(f"model.family={OmegaConf.select(cfg, 'model.family')!r} does not match preset {name} "
+                        f"({preset.family}); leave model.family as the preset sets it")
+    size = OmegaConf.select(cfg, "model.input_size")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 32:
+        raise UserError(f"model.input_size={size!r} must be an integer >= 32")
+    preset_config(name, **model_options(cfg.model))

@@ -1,0 +1,66 @@
+"""Atomic file writes, used for every file the project writes (checkpoints, JSON, CSV, Markdown, PNG).
+
+The content goes to a temporary file in the target folder, is flushed and fsynced, and is then renamed
+over the target: readers never see half a file, and a crash leaves the previous version intact. The file
+gets the permissions a plain `open(path, "w")` would give (0644 under a 022 umask), not mkstemp's 0600.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable, IO
+
+from .errors import UserError
+
+TEMP_SUFFIX = ".tmp"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def temp_prefix(path: Path) -> str:
+    """Temporary files of `path` are named `.<name>.<random>.tmp` (see `remove_stale_temp_files`)."""
+    return f".{path.name}."
+
+
+def write_atomic(path: str | Path, write: Callable[[IO[bytes]], None] | bytes | str) -> Path:
+    """Write `path` atomically; `write` is the content or a function that writes to a binary file object."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=TEMP_SUFFIX, dir=path.parent)
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror or e}; choose a writable location") from None
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
+        with os.fdopen(fd, "wb") as f:
+            if callable(write):
+                write(f)
+            else:
+                f.write(write.encode() if isinstance(write, str) else write)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+            raise UserError(f"no space left on the device holding {path.parent}; free space and run again "
+                            "(the previous file, if any, is intact)") from None
+        raise
+    return path
+
+
+def remove_stale_temp_files(folder: str | Path) -> list[Path]:
+    """Remove temporary files that a killed writer left in `folder`; returns what was removed."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = [p for p in folder.iterdir() if p.name.startswith(".") and p.name.endswith(TEMP_SUFFIX) and p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale

@@ -1,0 +1,54 @@
+"""Stopping a run cleanly: SIGTERM, SIGINT and SIGUSR1 ask for a stop after the current step, and all
+ranks agree on when to stop so that they leave the loop at the same step.
+"""
+from __future__ import annotations
+
+import signal
+
+from . import distributed as D
+
+STOP_SIGNALS = tuple(s for s in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGUSR1", None)) if s is not None)
+
+
+class TrainingInterrupted(Exception):
+    """A requested stop: the current step finished and last.pt was written."""
+
+
+class StopRequest:
+    """A flag set by a stop signal, by `request()` (tests, tools) or by a hook; read at safe points."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous: dict = {}
+
+    def request(self) -> None:
+        self.requested = True
+
+    def _on_signal(self, signum, frame) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C stops at once
+        self.requested = True
+
+    def __enter__(self) -> "StopRequest":
+        for sig in STOP_SIGNALS:
+            try:
+                self._previous[sig] = signal.signal(sig, self._on_signal)
+            except ValueError:  # not the main thread: leave the handlers alone
+                pass
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def agreed(self, env: D.DistEnv, device) -> bool:
+        """True on every rank when any rank was asked to stop (one collective under DDP)."""
+        return D.any_rank(self.requested, env, device)
+
+
+def ignore_stop_signals(worker_id: int | None = None) -> None:
+    """For loader worker processes: the main process owns shutdown, so a signal sent to the whole process
+    group (SLURM, a terminal's Ctrl-C) must not kill a worker before the main process has saved."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)

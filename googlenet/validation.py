@@ -1,0 +1,54 @@
+"""Validation during training: loss, top-1 and top-5 on the single centre crops of the validation split."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import distributed as D
+from .loss import topk_correct
+from .meters import DeviceMeters
+from .runtime import Runtime
+
+VAL_METERS = ("loss", "top1", "top5", "images")
+
+
+@torch.no_grad()
+def validate(model: nn.Module, loader, normalizer: nn.Module, runtime: Runtime, env: D.DistEnv,
+             limit: int | None = None, bar=None) -> tuple[dict[str, float], list[str]]:
+    """Metrics over this rank's shard, summed over ranks, and the unreadable files met on this rank."""
+    model.eval()
+    normalizer.eval()
+    meters = DeviceMeters(VAL_METERS, runtime.device)
+    skipped: list[str] = []
+    loader.set_epoch(0)
+    for i, (images, targets, unreadable) in enumerate(loader):
+        if limit and i >= limit:
+            break
+        skipped.extend(p for joined in unreadable for p in joined.split("\n") if p)
+        images = images.to(runtime.device, non_blocking=True)
+        targets = targets.to(runtime.device, non_blocking=True)
+        with runtime.autocast():
+            logits = model(normalizer(images))
+        top1, top5 = topk_correct(logits, targets)
+        meters.add(loss=F.cross_entropy(logits.float(), targets, reduction="sum"), top1=top1, top5=top5,
+                   images=len(targets))
+        if bar is not None:
+            bar.update(1)
+    totals = meters.read(env)
+    count = max(totals["images"], 1)
+    metrics = {"loss": totals["loss"] / count, "top1": 100 * totals["top1"] / count,
+               "top5": 100 * totals["top5"] / count, "images": totals["images"]}
+    return metrics, skipped
+
+
+def validate_models(models: dict[str, nn.Module], loader, normalizer: nn.Module, runtime: Runtime, env: D.DistEnv,
+                    log, limit: int | None = None) -> tuple[dict[str, dict[str, float]], list[str]]:
+    """`validate` each of {"val": model, "val_ema": ema_model}, with a progress bar per model."""
+    results, skipped = {}, []
+    for prefix, model in models.items():
+        bar = log.bar(min(len(loader), limit or len(loader)), "validate")
+        results[prefix], unreadable = validate(model, loader, normalizer, runtime, env, limit, bar)
+        bar.close()
+        skipped += unreadable
+    return results, skipped

@@ -1,0 +1,26 @@
+import signal
+import subprocess
+import sys
+import time
+
+from googlenet.checkpoint import load_checkpoint
+from helpers import ROOT, run_script, tiny_overrides
+
+
+def test_sigterm_writes_a_loadable_checkpoint_and_resume_finishes(tmp_path, tiny_folder):
+    args = tiny_overrides(tiny_folder, tmp_path / "run", "trainer.epochs=400", "trainer.limit_val_batches=1")
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    log = tmp_path / "run" / "checkpoints" / "last.pt"
+    deadline = time.time() + 120
+    while not log.exists() and time.time() < deadline:  # wait for the first epoch to finish
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out
+    assert "stopped at epoch" in out and "resume=auto" in out
+    state = load_checkpoint(log)
+    assert 1 <= state["epoch"] < 400
+    finish = run_script("train.py", *args[:-2], "trainer.epochs=" + str(state["epoch"] + 1), "resume=auto")
+    assert finish.returncode == 0, finish.stderr
+    assert load_checkpoint(log)["epoch"] == state["epoch"] + 1
