@@ -1,8 +1,13 @@
 """Evaluate a checkpoint with 1, 10 or 144 crops: python evaluate.py ckpt=PATH crops=144 [key=value ...]"""
-import sys
+import hydra
 
-from googlenet.cli import run
-from googlenet.evaluation import evaluate
+from googlenet import cli
+
+
+@hydra.main(config_path="configs", config_name="evaluate", version_base="1.3")
+def main(cfg):
+    return cli.evaluate_task(cfg)
+
 
 if __name__ == "__main__":
-    sys.exit(run("evaluate", evaluate, script="evaluate.py"))
+    cli.main(main, "evaluate")

@@ -17,7 +17,7 @@ from .synthetic import SyntheticLoader
 from .transforms import EvalTransform, PhotometricDistortion, TrainTransform
 
 
-DATA_NAMES = ("imagenet", "sample", "synthetic")
+DATA_NAMES = ("imagenet", "sample", "synthetic", "folder")
 
 
 def check_data_config(cfg) -> None:
@@ -25,7 +25,7 @@ def check_data_config(cfg) -> None:
     d = "data"
     check_choice(cfg, f"{d}.name", DATA_NAMES)
     check_number(cfg, f"{d}.batch_size", integer=True, low=1)
-    check_number(cfg, f"{d}.num_classes", integer=True, low=1)
+    check_number(cfg, f"{d}.num_classes", integer=True, low=1, optional=cfg.data.name == "folder")
     check_number(cfg, f"{d}.crop_size", integer=True, low=16)
     if cfg.data.name == "synthetic":
         check_number(cfg, f"{d}.train_batches", integer=True, low=1)
@@ -109,7 +109,7 @@ def build_data(data_cfg, seed: int, rank: int = 0, world_size: int = 1, device="
     root = dataset_root(data_cfg)
     train_set = ImageFolderDataset(root, data_cfg.train_split, train_transform(data_cfg), seed)
     val_set = ImageFolderDataset(root, data_cfg.val_split, eval_transform(data_cfg), seed, classes=train_set.classes)
-    if len(train_set.classes) != data_cfg.num_classes:
+    if data_cfg.num_classes is not None and len(train_set.classes) != data_cfg.num_classes:
         raise UserError(f"{root / data_cfg.train_split} has {len(train_set.classes)} classes but "
                         f"data.num_classes={data_cfg.num_classes}; set data.num_classes={len(train_set.classes)}")
     if len(train_set) < data_cfg.batch_size * world_size:

@@ -4,6 +4,7 @@ Each group's checks live next to the code that reads its keys; this module only 
 """
 from __future__ import annotations
 
+import contextlib
 import re
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.utils import setup_globals
 from hydra.errors import HydraException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import OmegaConfBaseException
 
 from data.loaders import check_data_config
@@ -52,56 +53,121 @@ def check_evaluate_config(cfg) -> None:
 VALIDATORS = {"train": check_train_config, "evaluate": check_evaluate_config}
 
 
-def _first_line(e: Exception) -> str:
+def first_line(e: Exception) -> str:
+    """Hydra's and OmegaConf's composition errors as one line that names the key and the fix."""
     text = str(e).strip() or type(e).__name__
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     cause = str(e.__cause__ or "")
     if "not in struct" in cause and lines[0].startswith("Could not override"):
         key = lines[0].split("'")[1]
         return f"{key} is not a config key (check the spelling; python train.py --cfg job lists every key)"
+    if lines[0].startswith("Error parsing override"):
+        item = lines[0].split("'", 1)[1].rsplit("'", 1)[0] if "'" in lines[0] else lines[0]
+        return (f"cannot parse the override {item!r}; write key=value (quote values with spaces or special "
+                "characters, e.g. 'data.root=\"/my data\"')")
+    if lines[0].startswith("Ambiguous value for argument"):
+        item = lines[0].split("'")[1]
+        return f"{item} lists several values: that is a sweep; add -m (python train.py -m {item})"
     missing = re.search(r"Could not find '([\w/]+)/([^']+)'", lines[0])
-    if missing and (CONFIG_DIR / missing.group(1)).is_dir():
+    if missing:
         group, name = missing.groups()
-        options = sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
-        return f"unknown {group} {name!r}; choose one of: {', '.join(options)}"
+        if group in ("hydra/launcher", "hydra/sweeper"):
+            return (f"{group}={name} is not installed; pip install -r requirements-hydra.txt "
+                    "(the submitit launcher and the optuna sweeper)")
+        if (CONFIG_DIR / group).is_dir():
+            options = sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+            return f"unknown {group} {name!r}; choose one of: {', '.join(options)}"
     return lines[0]
 
 
-def _reject_new_keys(overrides: list[str]) -> None:
-    """`+key=value` would silently add a key nothing reads; only config groups may be added that way."""
+def _has_key(cfg, key: str) -> bool:
+    parent, _, leaf = key.rpartition(".")
+    node = OmegaConf.select(cfg, parent) if parent else cfg
+    return OmegaConf.is_dict(node) and leaf in node
+
+
+def check_added_keys(config_name: str, overrides: list[str]) -> None:
+    """`+key=value` would add a key nothing reads (only config groups may be added that way), and `++key=value`
+    may only set a key that exists: both are typos otherwise."""
+    forced = []
     for item in overrides:
-        if item.startswith("+") and not item.startswith("++") and "=" in item:
-            key = item.lstrip("+").split("=", 1)[0]
-            if "." in key or not (CONFIG_DIR / key).is_dir():
+        if item.startswith("+") and "=" in item:
+            key = item.lstrip("+").split("=", 1)[0].split("@")[0]
+            if item.startswith("++"):
+                if not key.startswith("hydra."):
+                    forced.append((item, key))
+            elif "." in key or not (CONFIG_DIR / key).is_dir():
                 raise UserError(f"{item}: adding new keys is not supported; {key} is not a config key "
+                                "(python train.py --cfg job lists every key)")
+    if forced:
+        base = compose_raw(config_name, [o for o in overrides if not o.startswith("++")])
+        for item, key in forced:
+            if not _has_key(base, key):
+                raise UserError(f"{item}: {key} is not a config key; ++ sets existing keys only "
                                 "(python train.py --cfg job lists every key)")
 
 
-def compose_config(config_name: str, overrides: list[str] | None = None) -> DictConfig:
-    """The composed config with `run_dir` set from hydra.run.dir (when the config has one) and validated."""
-    overrides = list(overrides or [])
-    _reject_new_keys(overrides)
+def compose_raw(config_name: str, overrides: list[str]) -> DictConfig:
+    """The composed config with its `hydra` node, unresolved (Hydra's compose API)."""
     setup_globals()
     started = launch_time()  # one timestamp for all ranks of a torchrun job, and across its restarts
     OmegaConf.register_new_resolver("now", lambda pattern: started.strftime(pattern), replace=True)
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-            cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
+            return compose(config_name, overrides=list(overrides), return_hydra_config=True)
     except (HydraException, OmegaConfBaseException) as e:
-        raise UserError(_first_line(e)) from None
+        raise UserError(first_line(e)) from None
     finally:
         GlobalHydra.instance().clear()
-    run_dir = OmegaConf.select(cfg, "hydra.run.dir", default=None)
-    with_hydra = OmegaConf.to_container(cfg, resolve=False)
-    with_hydra.pop("hydra", None)
-    cfg = OmegaConf.create(with_hydra)
-    if config_name == "train":
-        cfg.run_dir = str(run_dir)
-    OmegaConf.set_struct(cfg, True)
+
+
+@contextlib.contextmanager
+def _as_hydra_config(cfg: DictConfig):
+    """Make `cfg` the current Hydra config (for ${hydra:...}) for a moment, as a Hydra job would see it."""
+    from hydra.core.hydra_config import HydraConfig
+    previous = HydraConfig.instance().cfg
+    HydraConfig.instance().set_config(cfg)
     try:
-        OmegaConf.resolve(cfg)
-    except OmegaConfBaseException as e:
-        raise UserError(f"config cannot be resolved: {_first_line(e)}") from None
+        yield
+    finally:
+        HydraConfig.instance().cfg = previous
+
+
+def task_config(cfg: DictConfig, output_dir: str | None) -> DictConfig:
+    """The resolved task config (without `hydra`), as the task function will see it in `output_dir`."""
+    with read_write(cfg.hydra.runtime), open_dict(cfg.hydra.runtime):
+        cfg.hydra.runtime.output_dir = output_dir
+    task = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+    with open_dict(task):
+        del task["hydra"]
+    OmegaConf.set_struct(task, True)
+    with _as_hydra_config(cfg):
+        try:
+            OmegaConf.resolve(task)
+        except OmegaConfBaseException as e:
+            raise UserError(f"config cannot be resolved: {first_line(e)}") from None
+    return task
+
+
+def resolved_run_dir(cfg: DictConfig, key: str = "hydra.run.dir") -> str:
+    with _as_hydra_config(cfg):
+        try:
+            return str(OmegaConf.select(cfg, key))
+        except OmegaConfBaseException as e:
+            raise UserError(f"{key} cannot be resolved: {first_line(e)}") from None
+
+
+def compose_config(config_name: str, overrides: list[str] | None = None) -> DictConfig:
+    """Compose and validate a config from overrides, as `python <config_name>.py` would, without running
+    Hydra: for tests, benchmarks and tools. A `train` config gets `run_dir` from hydra.run.dir."""
+    overrides = list(overrides or [])
+    check_added_keys(config_name, overrides)
+    full = compose_raw(config_name, overrides)
+    run_dir = resolved_run_dir(full)
+    cfg = task_config(full, run_dir)
+    if config_name == "train":
+        with open_dict(cfg):
+            cfg.run_dir = run_dir
     VALIDATORS[config_name](cfg)
     return cfg

@@ -1,7 +1,9 @@
 """torch.distributed set-up from the environment torchrun provides, and the collectives the loop needs."""
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -10,6 +12,7 @@ import torch.distributed as dist
 from omegaconf import OmegaConf
 
 from data.checks import check_bool, check_choice, check_number
+from data.errors import UserError
 
 
 def check_dist_config(cfg) -> None:
@@ -25,6 +28,10 @@ class DistEnv:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    local_world_size: int = 1
+    launcher: str = "none"          # torchrun | submitit | srun | none
+    master_addr: str | None = None  # for launchers that do not export MASTER_ADDR/MASTER_PORT themselves
+    master_port: int | None = None
 
     @property
     def is_main(self) -> bool:
@@ -35,8 +42,64 @@ class DistEnv:
         return self.world_size > 1
 
 
+def _int_env(name: str, environ, default: str | None = None) -> int:
+    value = environ.get(name, default)
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise UserError(f"environment variable {name}={value!r} is not an integer; fix or unset it") from None
+
+
+def first_slurm_host(nodelist: str) -> str:
+    """The first host of a SLURM node list: "gpu[07-09,12],cpu3" -> "gpu07"."""
+    head = re.match(r"([^,\[]+)(?:\[([^\]]+)\])?", nodelist.strip())
+    if not head:
+        raise UserError(f"cannot read SLURM_JOB_NODELIST={nodelist!r}; set MASTER_ADDR to the first node's name")
+    prefix, ranges = head.groups()
+    return prefix + ranges.split(",")[0].split("-")[0] if ranges else prefix
+
+
+def _port_for(job_id: str) -> int:
+    return 20000 + int(hashlib.blake2b(job_id.encode(), digest_size=4).hexdigest(), 16) % 40000
+
+
+def detect_env(environ=None) -> DistEnv:
+    """Rank and world size from the launcher's environment: torchrun (RANK, WORLD_SIZE, ...), submitit's
+    local executor (SUBMITIT_LOCAL_*), or a SLURM job step started by srun or submitit (SLURM_PROCID, ...).
+    A plain `python train.py` (also inside an allocation, without srun) is one process."""
+    env = os.environ if environ is None else environ
+    if "WORLD_SIZE" in env or "TORCHELASTIC_RUN_ID" in env:
+        world = _int_env("WORLD_SIZE", env, "1")
+        if world > 1:
+            return DistEnv(_int_env("RANK", env, "0"), world, _int_env("LOCAL_RANK", env, "0"),
+                           _int_env("LOCAL_WORLD_SIZE", env, str(world)), "torchrun")
+        return DistEnv(launcher="torchrun")
+    if env.get("SUBMITIT_EXECUTOR") == "local" and "SUBMITIT_LOCAL_NTASKS" in env:  # submitit_local
+        world = _int_env("SUBMITIT_LOCAL_NTASKS", env)
+        rank = _int_env("SUBMITIT_LOCAL_GLOBALID", env, "0")
+        return DistEnv(rank, world, _int_env("SUBMITIT_LOCAL_LOCALID", env, "0"), world, "submitit",
+                       "127.0.0.1", _port_for(env.get("SUBMITIT_LOCAL_JOB_ID", "local")))
+    if "SLURM_STEP_NUM_TASKS" in env and "SLURM_PROCID" in env:  # inside an srun step (submitit's too)
+        world = _int_env("SLURM_STEP_NUM_TASKS", env)
+        if world > 1:
+            nodes = max(_int_env("SLURM_STEP_NUM_NODES", env, env.get("SLURM_JOB_NUM_NODES", "1")), 1)
+            host = env.get("MASTER_ADDR") or first_slurm_host(env.get("SLURM_STEP_NODELIST")
+                                                               or env.get("SLURM_JOB_NODELIST", "localhost"))
+            port = _int_env("MASTER_PORT", env) if "MASTER_PORT" in env else _port_for(env.get("SLURM_JOB_ID", "0"))
+            return DistEnv(_int_env("SLURM_PROCID", env), world, _int_env("SLURM_LOCALID", env, "0"),
+                           world // nodes, "srun", host, port)
+        return DistEnv(launcher="srun")
+    return DistEnv()
+
+
 def launched_by_torchrun() -> bool:
-    return "TORCHELASTIC_RUN_ID" in os.environ or int(os.environ.get("WORLD_SIZE", "1")) > 1
+    env = detect_env()
+    return env.launcher == "torchrun" and ("TORCHELASTIC_RUN_ID" in os.environ or env.enabled)
+
+
+def launched_by_a_scheduler() -> bool:
+    """torchrun, submitit or srun: launchers that restart or requeue a job, which should then continue."""
+    return detect_env().launcher != "none"
 
 
 def launch_time() -> datetime:
@@ -53,27 +116,31 @@ def launch_time() -> datetime:
 
 
 def init_distributed(dist_cfg, device_type: str) -> DistEnv:
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
-        return DistEnv()
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    env = detect_env()
+    if not env.enabled:
+        return env
     backend = dist_cfg.backend if dist_cfg.backend != "auto" else ("nccl" if device_type == "cuda" else "gloo")
     if device_type == "cuda":
-        torch.cuda.set_device(local_rank)
+        torch.cuda.set_device(env.local_rank)
     if not dist.is_initialized():
-        kwargs = {"device_id": torch.device("cuda", local_rank)} if backend == "nccl" else {}
+        kwargs = {"device_id": torch.device("cuda", env.local_rank)} if backend == "nccl" else {}
         timeout = timedelta(minutes=dist_cfg.timeout_minutes)
         restart = os.environ.get("TORCHELASTIC_RESTART_COUNT")
-        if restart is not None and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+        if env.launcher != "torchrun":  # submitit / srun tasks: rendezvous at the first host
+            store = dist.TCPStore(env.master_addr, env.master_port, env.world_size, is_master=env.rank == 0,
+                                  timeout=timeout)
+            dist.init_process_group(backend, store=store, rank=env.rank, world_size=env.world_size,
+                                    timeout=timeout, **kwargs)
+        elif restart is not None and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
             # After an elastic restart the agent's store still holds the dead workers' addresses; a prefix per
             # attempt keeps the new workers from reading them (seen as gloo "connection refused" on restart).
-            store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size,
+            store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), env.world_size,
                                   is_master=False, timeout=timeout)
             dist.init_process_group(backend, store=dist.PrefixStore(f"googlenet/attempt_{restart}", store),
-                                    rank=rank, world_size=world_size, timeout=timeout, **kwargs)
+                                    rank=env.rank, world_size=env.world_size, timeout=timeout, **kwargs)
         else:
             dist.init_process_group(backend, timeout=timeout, **kwargs)
-    return DistEnv(rank, world_size, local_rank)
+    return env
 
 
 def wrap_ddp(model: torch.nn.Module, env: DistEnv, device: torch.device, dist_cfg) -> torch.nn.Module:

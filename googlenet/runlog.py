@@ -1,6 +1,8 @@
 """What a run tells the outside world: console and train.log lines, TensorBoard events, tqdm bars.
 
-Only rank 0 writes; on other ranks every method is a no-op.
+Only rank 0 writes; on other ranks every method is a no-op. Inside a Hydra job the lines go through
+Python logging as Hydra's `hydra/job_logging` configures it (terminal + `<run dir>/train.log` by default);
+when the trainer is used without Hydra (tests, tools) the run log adds those two handlers itself.
 """
 from __future__ import annotations
 
@@ -22,31 +24,44 @@ class _NoBar:
         pass
 
 
+def _inside_hydra_job() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    return HydraConfig.initialized()
+
+
 class RunLog:
     def __init__(self, run_dir: Path, enabled: bool = True, progress="auto", tensorboard: bool = True):
         self.enabled = enabled
         self.progress = (sys.stderr.isatty() if progress == "auto" else bool(progress)) and enabled
         self.logger = logging.getLogger(f"googlenet.run.{id(self)}")
-        self.logger.propagate = False
         self.logger.setLevel(logging.INFO)
-        self.writer = None
+        self.run_dir = run_dir
+        self.tensorboard = tensorboard and enabled
+        self._writer = None
+        self.console = None
         if not enabled:
             return
-        run_dir.mkdir(parents=True, exist_ok=True)
-        console = logging.StreamHandler(sys.stdout)
-        console.setFormatter(logging.Formatter("%(message)s"))
-        self.console = console
-        logfile = logging.FileHandler(run_dir / "train.log")
-        logfile.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
-        self.logger.addHandler(console)
-        self.logger.addHandler(logfile)
-        if tensorboard:
+        self.logger.propagate = _inside_hydra_job()
+        if not self.logger.propagate:
+            self.console = logging.StreamHandler(sys.stdout)
+            self.console.setFormatter(logging.Formatter("%(message)s"))
+            run_dir.mkdir(parents=True, exist_ok=True)
+            logfile = logging.FileHandler(run_dir / "train.log", delay=True)  # created with the first line
+            logfile.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+            self.logger.addHandler(self.console)
+            self.logger.addHandler(logfile)
+
+    @property
+    def writer(self):
+        """The TensorBoard writer, made on first use (a run that fails at start leaves no event file)."""
+        if self._writer is None and self.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
-            self.writer = SummaryWriter(log_dir=str(run_dir))
+            self._writer = SummaryWriter(log_dir=str(self.run_dir))
+        return self._writer
 
     def set_console(self, on: bool) -> None:
         """Turn the terminal output off (tools that print their own lines) or back on; train.log is kept."""
-        if self.enabled:
+        if self.console is not None:
             self.console.setLevel(logging.INFO if on else logging.CRITICAL + 1)
 
     def info(self, message: str) -> None:
@@ -76,13 +91,14 @@ class RunLog:
         return tqdm(total=total, desc=desc, initial=initial, leave=leave, dynamic_ncols=True, unit="batch")
 
     def flush(self) -> None:
-        if self.writer is not None:
-            self.writer.flush()
+        if self._writer is not None:
+            self._writer.flush()
 
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        self.tensorboard = False
         for handler in list(self.logger.handlers):
             handler.close()
             self.logger.removeHandler(handler)

@@ -23,6 +23,17 @@ class RunState:
         return self.best is None or (value < self.best if lower_is_better else value > self.best)
 
 
+@dataclass
+class RunResult:
+    """How a task ended: the process exit status, and what a sweeper optimises."""
+
+    exit_code: int = 0
+    value: float | None = None      # the best value of the configured validation metric
+    status: str = "completed"       # completed | stopped | failed
+    metrics: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+
 def rng_state(device: torch.device) -> dict:
     state = {"torch": torch.get_rng_state(), "python": random.getstate()}
     if device.type == "cuda":

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from omegaconf import open_dict
 from torch import nn
 
 from data.checks import check_bool, check_choice, check_number
@@ -33,7 +34,7 @@ from .report import describe, epoch_line, log_image_grid, log_interval, log_vali
 from .runlog import RunLog
 from .runtime import build_runtime, resolve_device, seed_everything
 from .schedule import LRSchedule
-from .state import RunState, apply_checkpoint, check_resumable, make_checkpoint, restore_rng, resume_path
+from .state import RunResult, RunState, apply_checkpoint, check_resumable, make_checkpoint, restore_rng, resume_path
 from .stopping import StopRequest, TrainingInterrupted
 from .validation import validate_models
 
@@ -106,6 +107,9 @@ class Trainer:
         cfg = self.cfg
         seed_everything(cfg.seed)
         self.data = build_data(cfg.data, cfg.seed, self.env.rank, self.env.world_size, self.device)
+        if cfg.data.num_classes is None:  # data=folder: as many classes as class folders
+            with open_dict(cfg):
+                cfg.data.num_classes = cfg.model.num_classes = len(self.data.classes)
         self.normalizer = BatchNormalizer(cfg.data.augment.lighting, self.runtime.channels_last).to(self.device)
 
     def build_model(self) -> None:
@@ -332,19 +336,21 @@ class Trainer:
         D.shutdown(self.env)
 
 
-def train(cfg) -> int:
-    """Run training from a composed config; returns the process exit code."""
+def train(cfg, resume_command: str | None = None) -> RunResult:
+    """Run training from a composed config (with `run_dir`): how it ended, and the best validation value."""
     trainer = Trainer(cfg)
     try:
         trainer.fit()
+        status, code = "completed", 0
     except TrainingInterrupted:
+        command = resume_command or f"python train.py <same overrides> resume=auto hydra.run.dir={trainer.run_dir}"
         trainer.log.info(f"stopped at epoch {trainer.state.epoch + 1}, step {trainer.state.step}: wrote "
-                         f"{trainer.ckpt_dir / 'last.pt'}; continue with: python train.py <same overrides> "
-                         f"resume=auto hydra.run.dir={trainer.run_dir}")
-        return 0
+                         f"{trainer.ckpt_dir / 'last.pt'}; continue with: {command}")
+        status, code = "stopped", 0
     except NonFiniteLoss as e:
         trainer.log.info(f"error: {e}")
-        return 1
+        status, code = "failed", 1
     finally:
         trainer.close()
-    return 0
+    return RunResult(code, trainer.state.best, status, dict(trainer.state.metrics),
+                     None if code == 0 else "non-finite loss")

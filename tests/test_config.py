@@ -1,8 +1,8 @@
 import pytest
 
-from googlenet.cli import run
+from googlenet.cli import check_command_line
 from googlenet.config import compose_config
-from googlenet.trainer import train
+from googlenet.errors import UserError
 from helpers import run_script
 
 
@@ -10,22 +10,52 @@ from helpers import run_script
     ("optim.lr=-1", "optim.lr=-1 must be > 0"),
     ("optim.lrr=0.1", "optim.lrr is not a config key"),
     ("+optim.lrr=0.1", "adding new keys is not supported"),
+    ("++optim.lrr=0.1", "optim.lrr is not a config key; ++ sets existing keys only"),
     ("data.batch_size=abc", "data.batch_size='abc' must be an integer"),
     ("data.eval_resize=20", "data.eval_resize=20 is smaller than data.crop_size"),
-    ("model=resnet", "model"),
+    ("model=resnet", "unknown model 'resnet'; choose one of: inception_v1"),
+    ("model.batch_norm=maybe", "model.batch_norm='maybe' must be true or false"),
     ("trainer.precision=fp8", "trainer.precision='fp8' is not one of"),
     ("trainer.device=tpu", "trainer.device='tpu'"),
     ("resume=/no/such/file.pt", "resume=/no/such/file.pt is not a file"),
+    ("optim.lr=[", "cannot parse the override 'optim.lr=['"),
+    ("seed=0,1", "seed=0,1 lists several values: that is a sweep; add -m"),
+    ("hydra/launcher=nowhere", "hydra/launcher=nowhere is not installed; pip install -r requirements-hydra.txt"),
 ])
-def test_bad_configs_fail_with_one_line_errors(capsys, override, message):
-    assert run("train", train, ["data.crop_size=32", override]) == 2
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+def test_bad_command_lines_are_one_line_errors(override, message):
+    with pytest.raises(UserError) as e:
+        check_command_line("train", ["data.crop_size=32", override], multirun=False)
+    assert message in str(e.value) and "\n" not in str(e.value), str(e.value)
 
 
-def test_bad_config_from_the_shell(tmp_path):
-    result = run_script("train.py", "optim.momentum=2", timeout=60)
-    assert result.returncode == 2 and result.stderr == "error: optim.momentum=2 must be <= 1\n"
+def test_every_job_of_a_sweep_is_checked_before_any_runs():
+    with pytest.raises(UserError, match="optim.lr=-2 must be > 0"):
+        check_command_line("train", ["optim.lr=0.1,-2", "data=sample"], multirun=True)
+    check_command_line("train", ["optim.lr=0.1,0.2", "data=sample"], multirun=True)
+
+
+def test_run_dir_that_cannot_be_made_is_an_error_before_anything_runs(tmp_path):
+    (tmp_path / "a_file").write_text("x")
+    for run_dir, message in [(tmp_path / "a_file", "is a file, not a directory"),
+                             (tmp_path / "a_file" / "run", "lies under the file")]:
+        with pytest.raises(UserError, match=message):
+            check_command_line("train", ["data=sample", f"hydra.run.dir={run_dir}"], multirun=False)
+    check_command_line("train", ["data=sample", f"hydra.run.dir={tmp_path / 'new' / 'run'}"], multirun=False)
+    assert not (tmp_path / "new").exists()  # the probe leaves nothing behind
+
+
+def test_bad_input_from_the_shell_exits_2_with_one_line_and_no_run_dir(tmp_path):
+    for args, message in [(["optim.momentum=2"], "error: optim.momentum=2 must be <= 1"),
+                          (["optim.lrr=0.1"], "error: optim.lrr is not a config key"),
+                          (["data=imagenet2"], "error: unknown data 'imagenet2'"),
+                          (["++trainer.foo=1"], "error: ++trainer.foo=1: trainer.foo is not a config key"),
+                          (["-m", "seed=0,1", "optim.lr=-1", "data=sample"], "error: optim.lr=-1 must be > 0"),
+                          ([f"data.root={tmp_path / 'missing'}", "trainer.device=cpu"], "error: dataset root")]:
+        result = run_script("train.py", *args, timeout=120, cwd=tmp_path)
+        assert result.returncode == 2, (args, result.stdout, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(message), (args, result.stderr)
+        assert not (tmp_path / "runs").exists(), args  # no run directory left behind
 
 
 def test_experiment_presets_compose_to_the_papers_recipes():

@@ -20,7 +20,7 @@ def test_sample_demo_learns_well_above_chance(tmp_path, sample_root):
     cfg = compose_config("train", ["data=sample", f"data.root={sample_root}", "data.crop_size=64",
                                    "data.eval_resize=73", "trainer.epochs=4", "trainer.progress=false",
                                    f"hydra.run.dir={tmp_path / 'run'}"])
-    assert train(cfg) == 0
+    assert train(cfg).exit_code == 0
     metrics = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["metrics"]
     assert metrics["val_top1"] > 25.0  # chance is 10%
     assert (tmp_path / "run" / "checkpoints" / "best.pt").is_file()

@@ -38,7 +38,7 @@ def test_device_decode_handles_odd_and_corrupt_files(tmp_path, tiny_folder):
     from googlenet.trainer import train
     cfg = compose_config("train", tiny_overrides(tiny_folder, tmp_path / "run", "trainer.epochs=1", "data.decode=device",
                                                  "data.augment.brightness=0.3"))
-    assert train(cfg) == 0
+    assert train(cfg).exit_code == 0
     assert (tmp_path / "run" / "checkpoints" / "last.pt").is_file()
 
 

@@ -48,6 +48,7 @@ def test_two_processes_match_one_process_with_double_batch(tmp_path, tiny_folder
     assert len(run_dirs) == 1
     run_dir = run_dirs[0]
     assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1
+    assert (run_dir / ".hydra" / "overrides.yaml").is_file() and not list(tmp_path.glob("runs/*/*/*/.hydra"))
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
     assert (run_dir / "train.log").read_text().count("epoch 2/2") == 1
     a = load_checkpoint(tmp_path / "single" / "checkpoints" / "last.pt")
@@ -134,3 +135,25 @@ def test_sigterm_to_the_launcher_saves_and_resume_finishes(tmp_path, tiny_folder
     finish = torchrun(*args[:-2], f"trainer.epochs={done}", "trainer.limit_val_batches=1")
     assert finish.returncode == 0, finish.stdout + finish.stderr
     assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["epoch"] == done
+
+
+def test_rank_and_world_size_from_torchrun_submitit_and_slurm_variables():
+    from googlenet.distributed import detect_env
+    torchrun = detect_env({"WORLD_SIZE": "4", "RANK": "2", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "2",
+                           "SLURM_STEP_NUM_TASKS": "2", "SLURM_PROCID": "1"})  # torchrun inside srun: torchrun's
+    assert (torchrun.rank, torchrun.world_size, torchrun.local_rank, torchrun.launcher) == (2, 4, 0, "torchrun")
+    local = detect_env({"SUBMITIT_EXECUTOR": "local", "SUBMITIT_LOCAL_NTASKS": "2", "SUBMITIT_LOCAL_GLOBALID": "1",
+                        "SUBMITIT_LOCAL_LOCALID": "1", "SUBMITIT_LOCAL_JOB_ID": "4242"})
+    assert (local.rank, local.world_size, local.local_rank, local.master_addr) == (1, 2, 1, "127.0.0.1")
+    slurm = {"SLURM_STEP_NUM_TASKS": "16", "SLURM_PROCID": "9", "SLURM_LOCALID": "1", "SLURM_STEP_NUM_NODES": "2",
+             "SLURM_STEP_NODELIST": "gpu-[007-008]", "SLURM_JOB_ID": "123", "SUBMITIT_EXECUTOR": "slurm"}
+    task = detect_env(slurm)
+    assert (task.rank, task.world_size, task.local_rank, task.local_world_size) == (9, 16, 1, 8)
+    assert task.master_addr == "gpu-007" and 20000 <= task.master_port < 60000
+    assert detect_env(slurm).master_port == task.master_port  # every task computes the same port
+    # inside an allocation but not in an srun step (e.g. `python train.py` in an sbatch script): one process
+    assert not detect_env({"SLURM_NTASKS": "8", "SLURM_PROCID": "0", "SLURM_JOB_ID": "5"}).enabled
+    assert not detect_env({}).enabled
+    from googlenet.errors import UserError
+    with pytest.raises(UserError, match="WORLD_SIZE='abc' is not an integer"):
+        detect_env({"WORLD_SIZE": "abc"})

@@ -7,7 +7,7 @@ from torch import nn
 
 from googlenet import evaluation
 from googlenet.checkpoint import load_checkpoint
-from googlenet.cli import run
+from googlenet.errors import UserError
 from googlenet.config import compose_config
 from googlenet.evaluation import LoadedModel, run_evaluation
 from googlenet.trainer import train
@@ -102,7 +102,7 @@ def test_crops_average_probabilities_not_logits(tmp_path, monkeypatch):
 
 def test_one_crop_matches_the_trainers_validation(tmp_path, tiny_folder):
     cfg = compose_config("train", tiny_overrides(tiny_folder, tmp_path / "run", "trainer.epochs=2"))
-    assert train(cfg) == 0
+    assert train(cfg).exit_code == 0
     ckpt = tmp_path / "run" / "checkpoints" / "last.pt"
     metrics = load_checkpoint(ckpt)["metrics"]
     results = run_evaluation(compose_config("evaluate", [f"ckpt={ckpt}", "crops=1", "data.workers=0", "trainer.device=cpu"]))
@@ -117,44 +117,39 @@ def test_one_crop_matches_the_trainers_validation(tmp_path, tiny_folder):
     assert "x 144 crops" in out.stdout and json.loads((tmp_path / "e144.json").read_text())["images"] == 12
 
 
-def test_evaluate_errors_are_one_line(tmp_path, tiny_folder, capsys):
-    from googlenet.evaluation import evaluate
+def evaluation_error(args) -> str:
+    with pytest.raises(UserError) as e:
+        run_evaluation(compose_config("evaluate", [*args, "data.workers=0", "trainer.device=cpu"]))
+    assert "\n" not in str(e.value)
+    return str(e.value)
+
+
+def test_evaluation_errors_are_one_line(tmp_path, tiny_folder):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"nonsense")
-    cases = [
-        ([], "ckpt is required"),
-        ([f"ckpt={tmp_path / 'none.pt'}"], "not found"),
-        ([f"ckpt={bad}"], "corrupt or not a checkpoint"),
-        ([f"ckpt={bad}", "crops=7"], "crops=7 is not one of"),
-    ]
-    for args, message in cases:
-        assert run("evaluate", evaluate, args) == 2
-        err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and message in err[0], err
-    cfg = compose_config("train", tiny_overrides(tiny_folder, tmp_path / "run", "trainer.epochs=1"))
-    assert train(cfg) == 0
+    assert "ckpt is required" in evaluation_error([])
+    assert "not found" in evaluation_error([f"ckpt={tmp_path / 'none.pt'}"])
+    assert "corrupt or not a checkpoint" in evaluation_error([f"ckpt={bad}"])
+    assert "crops=7 is not one of" in evaluation_error([f"ckpt={bad}", "crops=7"])
+    assert train(compose_config("train", tiny_overrides(tiny_folder, tmp_path / "run", "trainer.epochs=1"))).exit_code == 0
     ckpt = tmp_path / "run" / "checkpoints" / "last.pt"
     other = make_folder(tmp_path / "four", classes=("n01", "n02", "n03", "n04"), per_class=1)
-    for args, message in [([f"ckpt={ckpt}", "model=inception_v2"], "holds model inception_v1"),
-                          ([f"ckpt={ckpt}", f"data.root={other}"], "has 4 classes but the model was trained on 3"),
-                          ([f"ckpt={ckpt}", "ema=true"], "has no EMA weights")]:
-        assert run("evaluate", evaluate, args + ["data.workers=0", "trainer.device=cpu"]) == 2
-        err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and message in err[0], err
+    assert "holds model inception_v1" in evaluation_error([f"ckpt={ckpt}", "model=inception_v2"])
+    assert "has 4 classes but the model was trained on 3" in evaluation_error([f"ckpt={ckpt}", f"data.root={other}"])
+    assert "has no EMA weights" in evaluation_error([f"ckpt={ckpt}", "ema=true"])
+    shell = run_script("evaluate.py", f"ckpt={bad}", timeout=120, cwd=tmp_path)
+    assert shell.returncode == 2 and shell.stderr.startswith("error: checkpoint") and shell.stderr.count("\n") == 1
 
 
-def test_torchvision_weights_evaluate_with_the_matching_preset(tmp_path, monkeypatch, capsys):
+def test_torchvision_weights_evaluate_with_the_matching_preset(tmp_path):
     import torchvision
     from data.classes import imagenet_classes
-    from googlenet.evaluation import evaluate
     root = tmp_path / "imagenet"
     for wnid, _ in imagenet_classes()[:1000:250]:
         make_image(root / "val" / wnid / "a.JPEG", size=(60, 50))
     weights = tmp_path / "googlenet.pth"
     torch.save(torchvision.models.googlenet(init_weights=True, aux_logits=False).state_dict(), weights)
-    assert run("evaluate", evaluate, [f"ckpt={weights}", f"data.root={root}", "trainer.device=cpu", "data.workers=0"]) == 2
-    assert "add model=inception_v1_torchvision" in capsys.readouterr().err
+    assert "add model=inception_v1_torchvision" in evaluation_error([f"ckpt={weights}", f"data.root={root}"])
     # the classes of a torchvision model are all 1000 wnids: a 4-class folder is rejected clearly
-    assert run("evaluate", evaluate, [f"ckpt={weights}", "model=inception_v1_torchvision", f"data.root={root}",
-                                      "trainer.device=cpu", "data.workers=0"]) == 2
-    assert "has 4 classes but the model was trained on 1000" in capsys.readouterr().err
+    assert "has 4 classes but the model was trained on 1000" in evaluation_error(
+        [f"ckpt={weights}", "model=inception_v1_torchvision", f"data.root={root}"])

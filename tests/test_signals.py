@@ -18,7 +18,10 @@ def test_sigterm_writes_a_loadable_checkpoint_and_resume_finishes(tmp_path, tiny
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, out
-    assert "stopped at epoch" in out and "resume=auto" in out
+    assert "stopped at epoch" in out
+    hint = out[out.index("continue with: "):].splitlines()[0]  # the real command: this run's overrides + resume
+    assert hint.startswith("continue with: python train.py ") and "trainer.epochs=400" in hint
+    assert hint.endswith(f"resume=auto hydra.run.dir={tmp_path / 'run'}")
     state = load_checkpoint(log)
     assert 1 <= state["epoch"] < 400
     finish = run_script("train.py", *args[:-2], "trainer.epochs=" + str(state["epoch"] + 1), "resume=auto")

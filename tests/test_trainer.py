@@ -20,7 +20,7 @@ def _weights(path):
 
 def test_resumed_run_ends_with_identical_weights(tmp_path, tiny_folder):
     extra = ["trainer.epochs=2", "ema.enabled=true", "data.augment.lighting=0.1", "data.augment.hue=0.05"]
-    assert train(_cfg(tmp_path, tiny_folder, *extra, run="straight")) == 0
+    assert train(_cfg(tmp_path, tiny_folder, *extra, run="straight")).exit_code == 0
     stopped = Trainer(_cfg(tmp_path, tiny_folder, *extra, run="split"))
     # as if SIGTERM arrived during the last step of epoch 1
     stopped.hooks.append(lambda t: t.stop.request() if t.state.step == 6 else None)
@@ -28,7 +28,7 @@ def test_resumed_run_ends_with_identical_weights(tmp_path, tiny_folder):
         stopped.fit()
     stopped.close()
     assert load_checkpoint(tmp_path / "split" / "checkpoints" / "last.pt")["epoch"] == 1
-    assert train(_cfg(tmp_path, tiny_folder, *extra, "resume=auto", run="split")) == 0
+    assert train(_cfg(tmp_path, tiny_folder, *extra, "resume=auto", run="split")).exit_code == 0
     a = load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.pt")
     b = load_checkpoint(tmp_path / "split" / "checkpoints" / "last.pt")
     assert a["epoch"] == b["epoch"] == 2 and a["step"] == b["step"] == 12
@@ -40,7 +40,7 @@ def test_resumed_run_ends_with_identical_weights(tmp_path, tiny_folder):
 
 def test_checkpoint_contents_and_mid_epoch_resume(tmp_path, tiny_folder):
     extra = ["trainer.epochs=1", "trainer.checkpoint_every_steps=2", "optim.accumulate=2"]
-    assert train(_cfg(tmp_path, tiny_folder, *extra, run="full")) == 0
+    assert train(_cfg(tmp_path, tiny_folder, *extra, run="full")).exit_code == 0
     state = torch.load(tmp_path / "full" / "checkpoints" / "last.pt", weights_only=True)
     for key in ("model", "ema", "optimizer", "scaler", "epoch", "step", "rng", "config", "classes"):
         assert key in state
@@ -55,7 +55,7 @@ def test_checkpoint_contents_and_mid_epoch_resume(tmp_path, tiny_folder):
     trainer.close()
     mid = load_checkpoint(tmp_path / "part" / "checkpoints" / "last.pt")
     assert (mid["epoch"], mid["batch_in_epoch"], mid["step"]) == (0, 4, 2)
-    assert train(_cfg(tmp_path, tiny_folder, *extra, "resume=auto", run="part")) == 0
+    assert train(_cfg(tmp_path, tiny_folder, *extra, "resume=auto", run="part")).exit_code == 0
     end = _weights(tmp_path / "part" / "checkpoints" / "last.pt")
     full = _weights(tmp_path / "full" / "checkpoints" / "last.pt")
     assert all(torch.equal(end[k], full[k]) for k in full)
@@ -79,7 +79,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, tiny
 
 def test_tensorboard_events_hold_the_named_scalars(tmp_path, tiny_folder):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    assert train(_cfg(tmp_path, tiny_folder, "trainer.epochs=1", "ema.enabled=true")) == 0
+    assert train(_cfg(tmp_path, tiny_folder, "trainer.epochs=1", "ema.enabled=true")).exit_code == 0
     events = list((tmp_path / "run").glob("events.out.tfevents.*"))
     assert len(events) == 1
     acc = EventAccumulator(str(events[0]), size_guidance={"scalars": 0, "images": 0})
@@ -98,7 +98,18 @@ def test_tensorboard_events_hold_the_named_scalars(tmp_path, tiny_folder):
 
 def test_keep_last_checkpoints_and_bf16_autocast_on_cpu(tmp_path, tiny_folder):
     cfg = _cfg(tmp_path, tiny_folder, "trainer.epochs=3", "trainer.keep_last=2", "trainer.precision=bf16")
-    assert train(cfg) == 0
+    assert train(cfg).exit_code == 0
     names = sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("*.pt"))
     assert names == ["best.pt", "epoch_2.pt", "epoch_3.pt", "last.pt"]
     assert load_checkpoint(tmp_path / "run" / "checkpoints" / "epoch_3.pt")["epoch"] == 3
+
+
+def test_own_folder_dataset_takes_its_class_count_from_the_folders(tmp_path):
+    from helpers import make_folder
+    root = make_folder(tmp_path / "flowers", classes=tuple(f"kind_{i}" for i in range(5)), per_class=2)
+    overrides = [o for o in tiny_overrides(root, tmp_path / "run", "trainer.epochs=1") if "num_classes" not in o]
+    result = train(compose_config("train", ["data=folder", *overrides]))
+    assert result.exit_code == 0
+    state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert state["classes"] == [f"kind_{i}" for i in range(5)] and state["model"]["fc.weight"].shape[0] == 5
+    assert state["config"]["data"]["num_classes"] == state["config"]["model"]["num_classes"] == 5

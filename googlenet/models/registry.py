@@ -96,4 +96,7 @@ def check_model_config(cfg) -> None:
     size = OmegaConf.select(cfg, "model.input_size")
     if not isinstance(size, int) or isinstance(size, bool) or size < 32:
         raise UserError(f"model.input_size={size!r} must be an integer >= 32")
-    preset_config(name, **model_options(cfg.model))
+    options = model_options(cfg.model)
+    if options.get("num_classes") is None:  # data=folder: the class count comes from the dataset
+        options.pop("num_classes", None)
+    preset_config(name, **options)
