@@ -30,24 +30,40 @@ def scan_split(root: str | Path, split: str, fix_hint: str = "") -> tuple[list[s
     split_dir = root / split
     if not split_dir.is_dir():
         raise UserError(f"dataset split {split_dir} does not exist; {hint}")
-    classes = sorted(e.name for e in os.scandir(split_dir) if e.is_dir() and not e.name.startswith("."))
+    classes = sorted(e.name for e in _entries(split_dir) if not e.name.startswith(".") and _is(e, "dir"))
     if not classes:
         raise UserError(f"{split_dir} has no class folders; expected {split_dir}/<class>/<image>; {hint}")
     samples: list[tuple[str, int]] = []
     for index, name in enumerate(classes):
-        files = sorted(e.path for e in os.scandir(split_dir / name)
-                       if e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS))
+        files = sorted(e.path for e in _entries(split_dir / name)
+                       if e.name.lower().endswith(IMAGE_EXTENSIONS) and _is(e, "file"))
         if not files:
             raise UserError(f"class folder {split_dir / name} has no images; remove it or add its images")
         samples.extend((path, index) for path in files)
     return classes, samples
 
 
+def _entries(folder: Path) -> list[os.DirEntry]:
+    try:
+        with os.scandir(folder) as it:
+            return list(it)
+    except OSError as e:
+        raise UserError(f"cannot list {folder}: {e.strerror}; fix its permissions or links") from None
+
+
+def _is(entry: os.DirEntry, kind: str) -> bool:
+    """entry.is_dir() / is_file(), following links; a symbolic link loop is an error that names the link."""
+    try:
+        return entry.is_dir() if kind == "dir" else entry.is_file()
+    except OSError as e:
+        raise UserError(f"{entry.path}: {e.strerror} (a symbolic link loop?); remove or fix that link") from None
+
+
 class ImageFolderDataset(Dataset):
     """Indexed by (index, epoch) pairs from `EpochSampler` (or a plain int, epoch 0).
 
-    Returns (uint8 CHW image, class index, skipped) where `skipped` names the unreadable files that were
-    replaced by the next readable sample ("" when none), so the trainer can count and report them.
+    Returns (uint8 CHW image, class index, skipped) where `skipped` is the tuple of unreadable files that were
+    replaced by the next readable sample (empty when none), so the trainer can count and report them.
     With `replace_unreadable=False` (evaluation, where a stand-in would be counted twice) an unreadable
     file gives (None, class index, its path) instead; `collate_readable` drops those.
     """
@@ -88,12 +104,18 @@ class ImageFolderDataset(Dataset):
             path, target = os.fsdecode(self._paths[k]), int(self._targets[k])
             try:
                 image = self.transform(path, sample_rng(self.seed, epoch, index))
-                return image, target, "\n".join(skipped)
+                return image, target, tuple(skipped)
             except UnreadableImage:
                 if not self.replace_unreadable:
                     return None, target, path
                 skipped.append(path)
         raise UserError(f"no readable image in {self.root / self.split}; check the files")
+
+
+def collate_train(batch):
+    """(images, targets, the unreadable files this batch's samples replaced)."""
+    images, targets, skipped = zip(*batch)
+    return torch.stack(images), torch.tensor(targets), [p for paths in skipped for p in paths]
 
 
 def collate_readable(batch):

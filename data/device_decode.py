@@ -152,5 +152,6 @@ def collate_encoded(size: int):
     def collate(batch):
         samples, targets, skipped = zip(*batch)
         data, params, paths = zip(*samples)
-        return EncodedBatch(list(data), torch.stack(params), list(paths), size), torch.tensor(targets), list(skipped)
+        return (EncodedBatch(list(data), torch.stack(params), list(paths), size), torch.tensor(targets),
+                [p for replaced in skipped for p in replaced])
     return collate

@@ -64,3 +64,31 @@ def remove_stale_temp_files(folder: str | Path) -> list[Path]:
     for p in stale:
         p.unlink(missing_ok=True)
     return stale
+
+
+def check_writable_file(path: str | Path, key: str) -> Path:
+    """`path` can be written as a file: not a directory, not under a file, in a folder we may write to. Checked
+    before a long job starts, so that its results are never lost at the end (the probe leaves nothing)."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise UserError(f"{key}={path} is a directory; pass a file name, e.g. {key}={path / 'results.json'}")
+    folder = path.parent
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"{key}={path} lies under the file {existing}; choose another {key}")
+    created = [p for p in [folder, *folder.parents] if not p.exists()]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        raise UserError(f"{key}={path} cannot be written ({e.strerror or e}); choose another {key}") from None
+    finally:
+        for p in created:
+            try:
+                p.rmdir()
+            except OSError:
+                pass
+    return path

@@ -1,6 +1,9 @@
 """Datasets and loaders from the `data` config group."""
 from __future__ import annotations
 
+import atexit
+import multiprocessing
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,7 +12,7 @@ from torch.utils.data import DataLoader
 
 from .checks import check_bool, check_choice, check_number, check_pair
 from .classes import class_names
-from .datasets import ImageFolderDataset
+from .datasets import ImageFolderDataset, collate_readable, collate_train
 from .errors import UserError
 from .device_decode import EncodedTrainTransform, collate_encoded
 from .samplers import EpochSampler
@@ -77,20 +80,42 @@ def dataset_root(data_cfg) -> Path:
     return Path(data_cfg.root).expanduser()
 
 
-def make_loader(dataset, sampler: EpochSampler, data_cfg, drop_last: bool, seed: int, collate_fn=None) -> DataLoader:
+def ignore_stop_signals(worker_id: int | None = None) -> None:
+    """Loader workers leave shutdown to the main process: a SIGTERM or Ctrl-C sent to the whole process group
+    (SLURM's --signal, a terminal) must not kill them before the main process has written its checkpoint.
+    They still end when the main process ends: torch's workers watch their parent, and `_kill_workers_at_exit`
+    covers an interpreter exit that would otherwise wait on workers that ignore multiprocessing's SIGTERM."""
+    for name in ("SIGTERM", "SIGINT", "SIGUSR1"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
+
+
+def _kill_workers_at_exit() -> None:
+    # runs before multiprocessing's own exit handler (atexit is last-in, first-out), which would SIGTERM the
+    # daemonic workers and then join them forever; torch's SIGCHLD check would report their deaths as errors
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    for process in multiprocessing.active_children():
+        if process.daemon:
+            process.kill()
+
+
+atexit.register(_kill_workers_at_exit)
+
+
+def make_loader(dataset, sampler: EpochSampler, data_cfg, drop_last: bool, seed: int, collate_fn) -> DataLoader:
     workers = int(data_cfg.workers)
     return DataLoader(
         dataset, batch_size=data_cfg.batch_size, sampler=sampler, num_workers=workers, collate_fn=collate_fn,
         pin_memory=bool(data_cfg.pin_memory) and torch.cuda.is_available(), drop_last=drop_last,
         persistent_workers=bool(data_cfg.persistent_workers) and workers > 0,
         prefetch_factor=data_cfg.prefetch_factor if workers > 0 else None,
-        generator=torch.Generator().manual_seed(seed),
+        generator=torch.Generator().manual_seed(seed), worker_init_fn=ignore_stop_signals,
     )
 
 
 @dataclass
 class DataBundle:
-    train: object          # iterable of (uint8 images, targets, skipped) with set_epoch(epoch, start)
+    train: object          # iterable of (uint8 images, targets, skipped paths) with set_epoch(epoch, start)
     val: object
     classes: list[str]     # folder names (wnids for ImageNet)
     names: list[str]       # human-readable class names
@@ -101,14 +126,17 @@ class DataBundle:
 def build_data(data_cfg, seed: int, rank: int = 0, world_size: int = 1, device="cpu") -> DataBundle:
     if data_cfg.name == "synthetic":
         n = data_cfg.num_classes
-        train = SyntheticLoader(data_cfg.train_batches, data_cfg.batch_size, data_cfg.crop_size, n, device, seed)
-        val = SyntheticLoader(data_cfg.val_batches, data_cfg.batch_size, data_cfg.crop_size, n, device, seed + 1)
+        size, batch = data_cfg.crop_size, data_cfg.batch_size
+        train = SyntheticLoader(data_cfg.train_batches, batch, size, n, device, seed, world_size)
+        val = SyntheticLoader(data_cfg.val_batches, batch, size, n, device, seed + 1, world_size)
         classes = [f"class_{i}" for i in range(n)]
         return DataBundle(train, val, classes, classes, train.dataset_size * world_size, val.dataset_size * world_size)
 
     root = dataset_root(data_cfg)
     train_set = ImageFolderDataset(root, data_cfg.train_split, train_transform(data_cfg), seed)
-    val_set = ImageFolderDataset(root, data_cfg.val_split, eval_transform(data_cfg), seed, classes=train_set.classes)
+    # validation skips unreadable images (and reports them): a stand-in would be counted twice
+    val_set = ImageFolderDataset(root, data_cfg.val_split, eval_transform(data_cfg), seed, classes=train_set.classes,
+                                 replace_unreadable=False)
     if data_cfg.num_classes is not None and len(train_set.classes) != data_cfg.num_classes:
         raise UserError(f"{root / data_cfg.train_split} has {len(train_set.classes)} classes but "
                         f"data.num_classes={data_cfg.num_classes}; set data.num_classes={len(train_set.classes)}")
@@ -120,20 +148,22 @@ def build_data(data_cfg, seed: int, rank: int = 0, world_size: int = 1, device="
     return DataBundle(
         train=SamplerLoader(make_loader(
             train_set, train_sampler, data_cfg, drop_last=True, seed=seed,
-            collate_fn=collate_encoded(data_cfg.crop_size) if data_cfg.decode == "device" else None)),
-        val=SamplerLoader(make_loader(val_set, val_sampler, data_cfg, drop_last=False, seed=seed)),
+            collate_fn=collate_encoded(data_cfg.crop_size) if data_cfg.decode == "device" else collate_train)),
+        val=SamplerLoader(make_loader(val_set, val_sampler, data_cfg, drop_last=False, seed=seed,
+                                      collate_fn=collate_readable)),
         classes=train_set.classes, names=class_names(train_set.classes),
         train_size=len(train_set), val_size=len(val_set))
 
 
 class SamplerLoader:
-    """A DataLoader whose epoch (and mid-epoch start, in batches) is set through its EpochSampler."""
+    """A DataLoader whose epoch, and where in it to start, are set through its EpochSampler."""
 
     def __init__(self, loader: DataLoader):
         self.loader = loader
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
-        self.loader.sampler.set_epoch(epoch, start * self.loader.batch_size)
+        """`start`: samples of this epoch that all ranks together have already trained on."""
+        self.loader.sampler.set_epoch(epoch, start)
 
     def __len__(self) -> int:
         return len(self.loader)

@@ -16,6 +16,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFilter
 
+from .errors import UserError
+
 CLASSES = ("circle", "square", "triangle", "star", "cross", "ring", "stripes", "checkerboard", "dots", "crescent")
 VERSION = 1
 DEFAULT_COUNTS = {"train": 100, "val": 30}
@@ -137,18 +139,26 @@ def generate(root: Path, seed: int = 0, counts: dict[str, int] | None = None) ->
 
 
 def ensure_sample_data(root=None, seed: int = 0) -> Path:
-    """The sample set's folder, generated first if missing; concurrent callers never see half a set."""
+    """The sample set's folder, generated first if missing; concurrent callers never see half a set.
+
+    It is generated only into an absent or empty folder: a folder that holds anything else is never deleted or
+    overwritten (a one-line error says so instead).
+    """
     root = Path(root).expanduser() if root else default_root()
     if (root / ".complete").is_file():
         return root
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise UserError(f"data.root={root} holds other files and is not a sample set; data=sample generates only "
+                        "into an empty or absent folder: pass another data.root (or none for the default cache)")
+    try:
+        root.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+    except OSError as e:
+        raise UserError(f"cannot create the sample set at {root}: {e.strerror}; pass a writable data.root") from None
     try:
         generate(tmp, seed)
         (tmp / ".complete").write_text(f"version {VERSION} seed {seed}\n")
-        if root.exists() and not (root / ".complete").is_file():
-            shutil.rmtree(root, ignore_errors=True)  # a leftover from an interrupted older layout
-        os.rename(tmp, root)
+        os.rename(tmp, root)  # replaces an empty folder; fails if another process finished first
     except OSError:
         if not (root / ".complete").is_file():
             raise

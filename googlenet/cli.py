@@ -47,17 +47,26 @@ def main(app: Callable[[], None], config_name: str) -> None:
     from hydra._internal.utils import get_args_parser  # Hydra's own flags, parsed as Hydra will
     args, _ = get_args_parser().parse_known_args(sys.argv[1:])
     _export_repo_root()
-    if _runs_the_task(args):
-        try:
+    try:
+        if _runs_the_task(args):
             check_command_line(config_name, args.overrides, args.multirun)
-        except UserError as e:
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(EXIT_USER_ERROR)
-    env = detect_env()
+        env = detect_env()
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        _exit(EXIT_USER_ERROR)
     if env.enabled and not env.is_main:  # rank 0 writes the run record and the log
         sys.argv += ["hydra.output_subdir=null", "hydra/job_logging=none", "hydra/hydra_logging=none"]
-    app()
-    sys.exit(OUTCOMES.exit_code)
+    try:
+        app()
+    except SystemExit as e:  # a single run's failure (run_task) or Hydra's own exit
+        _exit(e.code if isinstance(e.code, int) else 1)
+    _exit(OUTCOMES.exit_code)
+
+
+def _exit(code: int) -> None:
+    from .launch import report_status
+    report_status(code)
+    sys.exit(code)
 
 
 def _runs_the_task(args) -> bool:
@@ -264,7 +273,7 @@ def remove_failed_start(run_dir: Path, log_names=("train.log",)) -> None:
         if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).parent == run_dir:
             handler.close()
             logging.getLogger().removeHandler(handler)
-    for name in (*HYDRA_RECORD, *log_names):
+    for name in (*HYDRA_RECORD, *log_names, ".lock"):
         (run_dir / name).unlink(missing_ok=True)
     stop = EXISTING_ANCESTOR[0] if EXISTING_ANCESTOR else run_dir.parent
     for folder in (run_dir / ".hydra", run_dir, *run_dir.parents):

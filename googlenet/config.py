@@ -31,8 +31,8 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 
 def check_train_config(cfg) -> None:
-    check_model_config(cfg)
     check_data_config(cfg)
+    check_model_config(cfg)
     if cfg.model.num_classes != cfg.data.num_classes:
         raise UserError(f"model.num_classes={cfg.model.num_classes} differs from data.num_classes="
                         f"{cfg.data.num_classes}; leave model.num_classes at its default")
@@ -43,6 +43,9 @@ def check_train_config(cfg) -> None:
     check_loss_config(cfg)
     check_ema_config(cfg)
     check_dist_config(cfg)
+    if cfg.dist.static_graph and cfg.optim.accumulate > 1:
+        raise UserError("dist.static_graph=true cannot be combined with optim.accumulate>1 (DDP's static graph "
+                        "asserts under no_sync, pytorch#143580); set one of them back")
 
 
 def check_evaluate_config(cfg) -> None:

@@ -162,6 +162,15 @@ def broadcast_string(value: str, env: DistEnv) -> str:
     return box[0]
 
 
+def gather_objects(value, env: DistEnv) -> list:
+    """Every rank's `value`, in rank order (a one-element list in a single process)."""
+    if not env.enabled:
+        return [value]
+    values = [None] * env.world_size
+    dist.all_gather_object(values, value)
+    return values
+
+
 def all_reduce_sum(tensor: torch.Tensor, env: DistEnv) -> torch.Tensor:
     if env.enabled:
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
@@ -174,6 +183,15 @@ def any_rank(flag: bool, env: DistEnv, device) -> bool:
         return flag
     t = torch.tensor([1 if flag else 0], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def all_ranks(flag: bool, env: DistEnv, device) -> bool:
+    """True on every rank if it is True on every rank."""
+    if not env.enabled:
+        return flag
+    t = torch.tensor([1 if flag else 0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
     return bool(t.item())
 
 

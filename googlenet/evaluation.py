@@ -6,7 +6,7 @@ import io
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 
 import torch
@@ -18,17 +18,17 @@ from data.checks import check_bool, check_choice, check_number
 from data.classes import class_names, imagenet_classes
 from data.datasets import ImageFolderDataset, collate_readable
 from data.device_ops import BatchNormalizer
-from data.files import write_atomic
+from data.files import check_writable_file, write_atomic
 from data.loaders import dataset_root, eval_resize
 from data.multicrop import CROP_MODES, MultiCropTransform
 from data.samplers import EpochSampler
 
 from . import distributed as D
-from .checkpoint import load_checkpoint
+from .checkpoint import is_checkpoint, load_checkpoint, read_weights_file, state_dict_in
 from .errors import UserError
-from .models.convert import load_torchvision_weights, read_state_dict
+from .models.convert import load_torchvision_weights
 from .models.layers import AUX_PREFIXES
-from .models.registry import INPUT_SIZE, PRESETS, build_from_config, build_model
+from .models.registry import INPUT_SIZE, PRESETS, build_from_config, build_model, check_input_size
 from .runtime import build_runtime, check_runtime_config, resolve_device
 
 # Single-model top-5 error of GoogLeNet in the paper (Table 3), by crops per image.
@@ -66,13 +66,17 @@ class LoadedModel:
 
 
 def load_for_eval(cfg) -> LoadedModel:
+    """The model of `ckpt=`: a train.py checkpoint, or bare weights (torchvision's) for a *_torchvision preset.
+    What the file holds decides, not its name."""
     path = Path(str(cfg.ckpt)).expanduser()
-    if not path.is_file():
-        raise UserError(f"checkpoint {path} not found; pass ckpt=runs/.../checkpoints/best.pt")
+    content = read_weights_file(path)
     requested = cfg.model.name if cfg.get("model") else None
-    if path.suffix == ".pth" or requested in TORCHVISION_PRESETS:
-        return _load_torchvision(requested, path)
-    state = load_checkpoint(path)
+    if not is_checkpoint(content):
+        state = state_dict_in(content)
+        if state is None:
+            raise UserError(f"{path} is neither a checkpoint written by train.py nor a state dict of weights")
+        return _load_torchvision(requested, path, state)
+    state = load_checkpoint(path, required=("model", "config", "classes"))
     saved = state["config"]
     name = saved["model"]["name"]
     if requested is not None and requested != name:
@@ -89,11 +93,10 @@ def load_for_eval(cfg) -> LoadedModel:
                        saved["data"], "ema" if use_ema else "raw")
 
 
-def _load_torchvision(name: str | None, path: Path) -> LoadedModel:
+def _load_torchvision(name: str | None, path: Path, state: dict) -> LoadedModel:
     if name not in TORCHVISION_PRESETS:
-        raise UserError(f"{path} looks like torchvision weights; add model=inception_v1_torchvision "
+        raise UserError(f"{path} holds bare weights (torchvision's?); add model=inception_v1_torchvision "
                         "(googlenet) or model=inception_v3_torchvision (inception_v3)")
-    state = read_state_dict(path)
     model = build_model(name, aux_logits=any(k.startswith(AUX_PREFIXES) for k in state))
     load_torchvision_weights(model, state)
     wnids = [w for w, _ in imagenet_classes()]
@@ -134,9 +137,15 @@ def run_evaluation(cfg) -> dict:
 
 def _evaluate(cfg, runtime, env) -> dict:
     device, split = runtime.device, cfg.data.val_split
+    output = check_writable_file(cfg.output or default_output(cfg), "output") if env.is_main else None
     loaded = load_for_eval(cfg)
     data_cfg = _data_settings(cfg, loaded)
     size, resize = int(data_cfg.crop_size), eval_resize(data_cfg)
+    if resize < size:
+        raise UserError(f"data.crop_size={size} is larger than the resize before cropping ({resize}); raise "
+                        f"data.eval_resize to {size} or more, or lower data.crop_size")
+    if is_dataclass(getattr(loaded.model, "cfg", None)):  # one of our networks (tests use stand-ins)
+        check_input_size(loaded.name, asdict(loaded.model.cfg), size)
     root = dataset_root(data_cfg)
     dataset = ImageFolderDataset(root, split, MultiCropTransform(cfg.crops, size, resize, data_cfg.fast_decode),
                                  replace_unreadable=False)
@@ -198,7 +207,6 @@ def _evaluate(cfg, runtime, env) -> dict:
     if loaded.name.startswith("inception_v1"):
         results["paper_top5_error"] = PAPER_TOP5_ERROR[cfg.crops]
     if env.is_main:
-        output = Path(str(cfg.output)).expanduser() if cfg.output else default_output(cfg)
         write_atomic(output, json.dumps(results, indent=2) + "\n")
         results["output"] = str(output)
         if cfg.per_class:

@@ -1,23 +1,69 @@
-"""torchrun with a graceful stop: python -m googlenet.launch [torchrun flags] train.py [overrides].
+"""torchrun with a truthful exit status after a stop signal: python -m googlenet.launch [torchrun flags] train.py ...
 
-The same launcher as `torchrun`, except that a SIGTERM/SIGINT sent to it (what schedulers and Ctrl-C
-do) ends with exit status 0 once the workers have stopped: torchrun forwards the signal, every worker
-finishes its step and rank 0 writes last.pt, but torchrun itself re-raises the signal and exits 1, which
-makes schedulers count a clean preemption as a failure.
+The same launcher as `torchrun`, except for what happens on SIGTERM/SIGINT (what schedulers and Ctrl-C send):
+torchrun forwards the signal to the workers and then re-raises it, exiting 1 even when every worker finished
+its step, wrote last.pt and exited 0, which makes schedulers count a clean preemption as a failure. Here each
+worker reports its exit status (train.py does, in `cli.main`), and the launcher exits 0 only when every
+worker on this node reported 0; otherwise 1, naming the workers that did not.
 """
+import os
+import shutil
 import sys
+import tempfile
+from pathlib import Path
 
 from torch.distributed.elastic.multiprocessing.api import SignalException
 from torch.distributed.run import main as torchrun_main
 
+STATUS_DIR_ENV = "GOOGLENET_LAUNCH_STATUS_DIR"
+
+
+def report_status(code: int) -> None:
+    """Called by a worker as it exits: its exit status, for the launcher that started it (if any)."""
+    folder = os.environ.get(STATUS_DIR_ENV)
+    if folder and os.path.isdir(folder):
+        local_rank, local_world = os.environ.get("LOCAL_RANK", "0"), os.environ.get("LOCAL_WORLD_SIZE", "1")
+        Path(folder, f"rank_{local_rank}").write_text(f"{code} {local_world}\n")
+
+
+def read_statuses(folder: Path) -> tuple[dict[int, int], int]:
+    """({local rank: exit status}, local world size) from the workers' reports."""
+    codes, world = {}, 0
+    for path in folder.glob("rank_*"):
+        code, local_world = path.read_text().split()
+        codes[int(path.name[5:])] = int(code)
+        world = max(world, int(local_world))
+    return codes, world
+
+
+def expected_workers(argv) -> int:
+    """--nproc_per_node as given (0 when it is "gpu"/"auto": then the workers' own reports tell)."""
+    from torch.distributed.run import parse_args
+    try:
+        return int(parse_args(sys.argv[1:] if argv is None else argv).nproc_per_node)
+    except (ValueError, SystemExit):
+        return 0
+
 
 def main(argv=None) -> int:
+    folder = Path(tempfile.mkdtemp(prefix="googlenet-launch-"))
+    os.environ[STATUS_DIR_ENV] = str(folder)
     try:
         torchrun_main(argv)
+        return 0
     except SignalException as e:
-        print(f"launcher: stopped by {e.sigval.name}; the workers wrote last.pt - rerun the same command with "
-              "resume=auto to continue", file=sys.stderr)
-    return 0
+        codes, world = read_statuses(folder)
+        world = max(world, expected_workers(argv), 1)
+        failed = [f"rank {r}: {'exit ' + str(codes[r]) if r in codes else 'no report (killed or crashed)'}"
+                  for r in range(world) if codes.get(r) != 0]
+        if not failed:
+            print(f"launcher: stopped by {e.sigval.name}; all {world} worker(s) saved and exited 0; rerun the same "
+                  "command with resume=auto to continue", file=sys.stderr)
+            return 0
+        print(f"launcher: stopped by {e.sigval.name}, but not cleanly: {'; '.join(failed)}", file=sys.stderr)
+        return 1
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":

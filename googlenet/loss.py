@@ -37,6 +37,6 @@ class InceptionLoss(nn.Module):
 def topk_correct(logits: torch.Tensor, targets: torch.Tensor, ks=(1, 5)) -> list[torch.Tensor]:
     """Number of samples whose target is among the top-k predictions, for each k (stays on the device)."""
     k_max = min(max(ks), logits.shape[1])
-    top = logits.topk(k_max, dim=1).indices
+    top = logits.float().topk(k_max, dim=1).indices  # ranked in fp32: bf16 logits tie more often
     hits = top.eq(targets.view(-1, 1))
     return [hits[:, :min(k, k_max)].any(dim=1).sum() for k in ks]

@@ -1,23 +1,28 @@
-"""The state of a training run, and the checkpoint dict that holds it (with the checks a resume needs)."""
+"""The state of a training run, and the checkpoint dict that holds it, with the checks a resume needs."""
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
 
+from . import distributed as D
 from .errors import UserError
+
+# What a checkpoint must hold to resume a run (and evaluation reads the same file).
+RESUME_KEYS = ("model", "ema", "optimizer", "scaler", "epoch", "step", "rng", "config", "classes")
 
 
 @dataclass
 class RunState:
     epoch: int = 0                  # the epoch being (or next to be) trained
-    batch_in_epoch: int = 0         # batches of `epoch` already trained (mid-epoch resume)
+    samples_in_epoch: int = 0       # samples of `epoch` already trained, by all ranks together
     step: int = 0                   # optimizer steps so far
     best: float | None = None       # best value of the configured validation metric
-    metrics: dict[str, float] = field(default_factory=dict)  # the last epoch's
+    metrics: dict[str, float] = field(default_factory=dict)  # the last finished epoch's
+    pending_validation: bool = False  # the last finished epoch was saved before its validation ran
 
     def is_better(self, value: float, lower_is_better: bool) -> bool:
         return self.best is None or (value < self.best if lower_is_better else value > self.best)
@@ -48,24 +53,32 @@ def restore_rng(state: dict, device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
-def make_checkpoint(state: RunState, *, model, ema, optimizer, scaler, cfg, classes, names, device) -> dict:
-    """Everything a resumed run needs, and what evaluation needs to rebuild the model."""
+def optimizer_layout(optimizer: torch.optim.Optimizer) -> dict:
+    return {"type": type(optimizer).__name__, "groups": [len(g["params"]) for g in optimizer.param_groups]}
+
+
+def make_checkpoint(state: RunState, *, model, ema, optimizer, scaler, cfg, classes, names, device,
+                    env: D.DistEnv, global_batch: int) -> dict:
+    """Everything a resumed run needs (every rank's random streams too), and what evaluation needs to rebuild
+    the model. Called on every rank at the same point (it gathers the ranks' RNG states)."""
     return {
         "model": model.state_dict(),
         "ema": ema.state_dict() if ema else None,
         "optimizer": optimizer.state_dict(),
+        "optimizer_layout": optimizer_layout(optimizer),
         "scaler": scaler.state_dict(),
         **asdict(state),
-        "rng": rng_state(device),
+        "rng": D.gather_objects(rng_state(device), env),
+        "world_size": env.world_size, "global_batch": global_batch,
         "config": OmegaConf.to_container(cfg, resolve=True),
         "classes": list(classes), "class_names": list(names),
     }
 
 
-def resume_path(resume, ckpt_dir: Path, launched_by_torchrun: bool) -> Path | None:
+def resume_path(resume, ckpt_dir: Path, restartable: bool) -> Path | None:
     """The checkpoint to resume from: `resume=PATH`, `resume=auto` (last.pt of this run dir, when it exists),
-    or, under torchrun, auto by default so that an elastic restart continues the run."""
-    if resume is None and launched_by_torchrun:
+    or, under a launcher that restarts jobs (torchrun, submitit, srun), auto by default."""
+    if resume is None and restartable:
         resume = "auto"
     if resume is None:
         return None
@@ -75,27 +88,72 @@ def resume_path(resume, ckpt_dir: Path, launched_by_torchrun: bool) -> Path | No
     return Path(str(resume)).expanduser()
 
 
+# Model keys a resumed run may change: they do not change the network's tensors.
+ARCHITECTURE_EXEMPT = ("weights", "freeze", "dropout", "aux_dropout")
+
+
 def check_resumable(checkpoint: dict, path: Path, cfg, classes: list[str]) -> None:
-    """The checkpoint must be for this model and these classes."""
+    """The checkpoint must be a whole run of this model, these classes and this seed."""
+    missing = [k for k in RESUME_KEYS if k not in checkpoint]
+    if missing:
+        raise UserError(f"checkpoint {path} lacks {', '.join(missing)}; resume from a last.pt written by train.py")
     saved = checkpoint["config"]["model"]
     if saved["name"] != cfg.model.name or saved["num_classes"] != cfg.model.num_classes:
         raise UserError(f"checkpoint {path} is for model {saved['name']} with {saved['num_classes']} classes, "
                         f"not {cfg.model.name} with {cfg.model.num_classes}; pass the matching model=")
+    current = OmegaConf.to_container(cfg.model, resolve=True)
+    changed = [k for k in sorted(set(saved) | set(current))
+               if k not in ARCHITECTURE_EXEMPT and saved.get(k) != current.get(k)]
+    if changed:
+        what = ", ".join(f"model.{k}={saved.get(k)!r}" for k in changed)
+        raise UserError(f"checkpoint {path} was trained with {what}; resume with the same model settings")
     if list(checkpoint["classes"]) != list(classes):
         raise UserError(f"checkpoint {path} was trained on different classes than {cfg.data.name}'s; "
                         "resume with the same dataset")
+    seed = checkpoint["config"].get("seed")
+    if seed is not None and seed != cfg.seed:
+        raise UserError(f"checkpoint {path} was trained with seed={seed}; resume with seed={seed} (the seed fixes "
+                        "the order of the samples and every random crop) or start a new run")
 
 
-def restore_state(checkpoint: dict) -> RunState:
-    return RunState(checkpoint["epoch"], checkpoint["batch_in_epoch"], checkpoint["step"], checkpoint["best"],
-                    checkpoint["metrics"])
+def apply_checkpoint(checkpoint: dict, path: Path, *, model, ema, optimizer, scaler) -> tuple[RunState, list[str]]:
+    """Load weights, EMA, optimizer and scaler state; returns the run's position and notes for the log.
 
-
-def apply_checkpoint(checkpoint: dict, *, model, ema, optimizer, scaler) -> RunState:
-    """Load weights, EMA, optimizer and scaler state; returns the run's position."""
+    The optimizer's hyperparameters (momentum, weight decay, ...) come from the config, not the checkpoint:
+    a resumed run does what config.yaml says. A different optimizer or parameter grouping is an error.
+    """
     model.load_state_dict(checkpoint["model"])
     if ema and checkpoint["ema"]:
         ema.load_state_dict(checkpoint["ema"])
+    notes = _load_optimizer(checkpoint, path, optimizer)
+    if scaler.is_enabled() and not checkpoint["scaler"]:
+        notes.append("trainer.precision=fp16 now: the gradient scaler starts afresh")
+    elif scaler.is_enabled():
+        scaler.load_state_dict(checkpoint["scaler"])
+    known = {f.name for f in fields(RunState)}
+    state = RunState(**{k: v for k, v in checkpoint.items() if k in known})
+    if "samples_in_epoch" not in checkpoint and checkpoint.get("batch_in_epoch"):  # written before 2026-11
+        state.samples_in_epoch = checkpoint["batch_in_epoch"] * checkpoint["config"]["data"]["batch_size"]
+    return state, notes
+
+
+def _load_optimizer(checkpoint: dict, path: Path, optimizer: torch.optim.Optimizer) -> list[str]:
+    saved = checkpoint.get("optimizer_layout") or {"type": type(optimizer).__name__,
+                                                   "groups": [len(g["params"]) for g in
+                                                              checkpoint["optimizer"]["param_groups"]]}
+    now = optimizer_layout(optimizer)
+    if saved["type"] != now["type"]:
+        raise UserError(f"checkpoint {path} was trained with the {saved['type']} optimizer, not {now['type']}; "
+                        "resume with the same optim= (or start a new run from its weights with model.weights=)")
+    if saved["groups"] != now["groups"]:
+        raise UserError(f"checkpoint {path} groups the parameters differently (e.g. optim.no_decay_norm_bias or "
+                        "model.freeze changed); resume with the same settings")
+    configured = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
     optimizer.load_state_dict(checkpoint["optimizer"])
-    scaler.load_state_dict(checkpoint["scaler"])
-    return restore_state(checkpoint)
+    notes = []
+    for i, (group, wanted) in enumerate(zip(optimizer.param_groups, configured)):
+        for key, value in wanted.items():
+            if key not in ("lr", "initial_lr") and group.get(key) != value:
+                notes.append(f"optimizer group {i}: {key} {group.get(key)} -> {value} (from the config)")
+        group.update(wanted)
+    return notes

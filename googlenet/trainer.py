@@ -32,7 +32,8 @@ from .models.registry import build_from_config
 from .optim import build_optimizer, scaled_lr
 from .report import describe, epoch_line, log_image_grid, log_interval, log_validation, report_skipped, write_hparams
 from .runlog import RunLog
-from .runtime import build_runtime, resolve_device, seed_everything
+from .rundir import RunLock, clean_leftovers
+from .runtime import SEED_LIMIT, build_runtime, derive_seed, resolve_device, seed_everything
 from .schedule import LRSchedule
 from .state import RunResult, RunState, apply_checkpoint, check_resumable, make_checkpoint, restore_rng, resume_path
 from .stopping import StopRequest, TrainingInterrupted
@@ -48,7 +49,7 @@ class NonFiniteLoss(Exception):
 def check_trainer_config(cfg) -> None:
     """The `trainer` loop keys, `seed` and `resume` (device and precision: `runtime.check_runtime_config`)."""
     t = "trainer"
-    check_number(cfg, "seed", integer=True, low=0)
+    check_number(cfg, "seed", integer=True, low=0, high=SEED_LIMIT)
     check_number(cfg, f"{t}.epochs", integer=True, low=1)
     check_choice(cfg, f"{t}.progress", ["auto", True, False])
     check_choice(cfg, f"{t}.best_metric", ["top1", "top5", "loss"])
@@ -57,7 +58,8 @@ def check_trainer_config(cfg) -> None:
     for k in ("val_every", "log_every"):
         check_number(cfg, f"{t}.{k}", integer=True, low=1)
     check_number(cfg, f"{t}.keep_last", integer=True, low=0)
-    check_bool(cfg, f"{t}.log_images")
+    for k in ("log_images", "overwrite"):
+        check_bool(cfg, f"{t}.{k}")
     resume = cfg.resume
     if resume is not None and resume != "auto" and not Path(str(resume)).expanduser().is_file():
         raise UserError(f"resume={resume} is not a file; pass resume=auto, resume=null or a checkpoint path")
@@ -75,16 +77,22 @@ def batches_per_epoch(loader_batches: int, limit: int | None, accumulate: int) -
 class Trainer:
     def __init__(self, cfg):
         self.cfg = cfg
-        self.build_runtime()
-        self.build_output()
-        self.build_data()
-        self.build_model()
-        self.build_optimization()
+        self.env, self.lock, self.log = None, None, None
         self.state = RunState()
         self.stop = StopRequest()
-        self.hooks: list[Callable[[Trainer], None]] = []  # called after every optimizer step
+        # hooks["step"] run after every optimizer step, hooks["val_batch"] after every validation batch
+        self.hooks: dict[str, list[Callable[[Trainer], None]]] = {"step": [], "val_batch": []}
         self.skipped: list[str] = []
-        self.resume_if_asked()
+        try:
+            self.build_runtime()
+            self.build_output()
+            self.build_data()
+            self.build_model()
+            self.build_optimization()
+            self.resume_if_asked()
+        except BaseException:
+            self.close()  # the lock, the log files and the process group of a run that never started
+            raise
 
     # ------------------------------------------------------------------------------------------- set-up
 
@@ -100,6 +108,9 @@ class Trainer:
     def build_output(self) -> None:
         self.run_dir = Path(D.broadcast_string(self.cfg.run_dir, self.env))
         self.ckpt_dir = self.run_dir / "checkpoints"
+        self.lock = RunLock(self.run_dir).acquire() if self.env.is_main else None
+        if self.env.is_main:
+            clean_leftovers(self.run_dir)
         self.checkpoints = RunCheckpoints(self.ckpt_dir, enabled=self.env.is_main)
         self.log = RunLog(self.run_dir, enabled=self.env.is_main, progress=self.cfg.trainer.progress)
 
@@ -116,8 +127,10 @@ class Trainer:
         cfg = self.cfg
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
         model = build_from_config(cfg.model)
-        if cfg.dist.sync_bn and self.env.enabled:
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        if self.env.enabled:  # then distinct dropout streams per rank
+            torch.manual_seed(derive_seed(cfg.seed, "rank", self.env.rank))
+            if cfg.dist.sync_bn:
+                model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = self.runtime.prepare(model)
         self.ema = ModelEMA(self.model, cfg.ema.decay) if cfg.ema.enabled else None
         self.num_aux = sum(getattr(model, name, None) is not None for name in AUX_HEADS)
@@ -127,7 +140,8 @@ class Trainer:
 
     def build_optimization(self) -> None:
         cfg = self.cfg
-        self.global_batch = cfg.data.batch_size * self.env.world_size * cfg.optim.accumulate
+        self.micro_batch = cfg.data.batch_size * self.env.world_size  # images per batch, all ranks
+        self.global_batch = self.micro_batch * cfg.optim.accumulate
         self.peak_lr = scaled_lr(cfg.optim, self.global_batch)
         self.optimizer = build_optimizer(self.model, cfg.optim, self.peak_lr, self.device.type)
         self.batches_per_epoch = batches_per_epoch(len(self.data.train), cfg.trainer.limit_train_batches,
@@ -138,21 +152,28 @@ class Trainer:
         self.criterion = InceptionLoss(cfg.loss.aux_weight, cfg.loss.label_smoothing)
 
     def resume_if_asked(self) -> None:
-        path = resume_path(self.cfg.resume, self.ckpt_dir, D.launched_by_torchrun())
+        path = resume_path(self.cfg.resume, self.ckpt_dir, D.launched_by_a_scheduler())
         if path is None:
-            if self.cfg.resume == "auto" or D.launched_by_torchrun():
+            existing = sorted(p.name for p in self.ckpt_dir.glob("*.pt"))
+            if existing and not self.cfg.trainer.overwrite:
+                raise UserError(f"{self.run_dir} already holds checkpoints ({', '.join(existing)}); continue that "
+                                "run with resume=auto, or pass trainer.overwrite=true to replace them")
+            if self.cfg.resume == "auto" or D.launched_by_a_scheduler():
                 self.log.info(f"resume=auto: no {self.ckpt_dir / 'last.pt'} yet, starting from scratch")
             return
         checkpoint = load_checkpoint(path)
         check_resumable(checkpoint, path, self.cfg, self.data.classes)
-        self.state = apply_checkpoint(checkpoint, model=self.model, ema=self.ema, optimizer=self.optimizer,
-                                      scaler=self.scaler)
-        if self.env.world_size == 1:  # the exact random streams of a single-process run
-            restore_rng(checkpoint["rng"], self.device)
-        else:  # distinct, reproducible dropout streams per rank
-            torch.manual_seed(self.cfg.seed * 1_000 + self.env.rank + 7919 * self.state.step)
+        self.state, notes = apply_checkpoint(checkpoint, path, model=self.model, ema=self.ema,
+                                             optimizer=self.optimizer, scaler=self.scaler)
+        rngs = checkpoint["rng"] if isinstance(checkpoint["rng"], list) else [checkpoint["rng"]]
+        if len(rngs) == self.env.world_size:  # the exact random streams of every rank
+            restore_rng(rngs[self.env.rank], self.device)
+        else:
+            torch.manual_seed(derive_seed(self.cfg.seed, "rank", self.env.rank, self.state.step))
+            notes.append(f"{len(rngs)} process(es) wrote it, {self.env.world_size} resume it: new random streams")
         s = self.state
-        self.log.info(f"resumed from {path}: epoch {s.epoch + 1}, batch {s.batch_in_epoch}, step {s.step}")
+        self.log.info(f"resumed from {path}: epoch {s.epoch + 1}, {s.samples_in_epoch} samples into it, step "
+                      f"{s.step}" + "".join(f"; {note}" for note in notes))
 
     # ------------------------------------------------------------------------------------------- the run
 
@@ -160,34 +181,50 @@ class Trainer:
         describe(self)
         epochs = self.cfg.trainer.epochs
         with self.stop:
+            if self.state.pending_validation:  # the last run stopped after saving an epoch, before validating it
+                self.finish_epoch()
             if self.state.epoch >= epochs:
                 self.log.info(f"nothing to do: the checkpoint already finished {epochs} epochs")
             while self.state.epoch < epochs:
-                epoch_start = time.perf_counter()
-                metrics = self.train_epoch()
-                self.state.epoch += 1
-                self.state.batch_in_epoch = 0
-                metrics["epoch_time"] = time.perf_counter() - epoch_start
-                if self.state.epoch % self.cfg.trainer.val_every == 0 or self.state.epoch == epochs:
-                    metrics.update(self.validate_all())
-                self.state.metrics = metrics
-                self.end_epoch(metrics)
+                self.run_epoch()
                 if self.state.epoch < epochs and self.stop.agreed(self.env, self.device):
                     raise TrainingInterrupted()  # last.pt was just written
         write_hparams(self)
         return self.state.metrics
 
+    def run_epoch(self) -> None:
+        s, t = self.state, self.cfg.trainer
+        start = time.perf_counter()
+        metrics = self.train_epoch()
+        metrics["epoch_time"] = time.perf_counter() - start
+        s.epoch, s.samples_in_epoch, s.metrics = s.epoch + 1, 0, metrics
+        s.pending_validation = s.epoch % t.val_every == 0 or s.epoch == t.epochs
+        if s.pending_validation:
+            self.save("last.pt")  # the trained epoch is safe before a long validation starts
+            if self.stop.agreed(self.env, self.device):
+                raise TrainingInterrupted()
+        self.finish_epoch()
+
+    def finish_epoch(self) -> None:
+        metrics = dict(self.state.metrics)
+        if self.state.pending_validation:
+            metrics.update(self.validate_all())
+            self.state.pending_validation = False
+        self.state.metrics = metrics
+        self.end_epoch(metrics)
+
     def train_epoch(self) -> dict[str, float]:
-        """Train the rest of `state.epoch` (from `state.batch_in_epoch`); the epoch's training metrics."""
+        """Train the rest of `state.epoch`; the epoch's training metrics."""
         t, s = self.cfg.trainer, self.state
-        self.data.train.set_epoch(s.epoch, start=s.batch_in_epoch)
+        self.data.train.set_epoch(s.epoch, start=s.samples_in_epoch)
         self.train_model.train()
         self.normalizer.train()
         interval, epoch = DeviceMeters(TRAIN_METERS, self.device), DeviceMeters(TRAIN_METERS, self.device)
         timer = IntervalTimer()
-        bar = self.log.bar(self.batches_per_epoch, f"epoch {s.epoch + 1}/{t.epochs}", initial=s.batch_in_epoch)
+        first = index = s.samples_in_epoch // self.micro_batch  # batches already trained (at this batch size)
+        start_samples = s.samples_in_epoch
+        bar = self.log.bar(self.batches_per_epoch, f"epoch {s.epoch + 1}/{t.epochs}", initial=index)
         log_grid = s.step == 0 and t.log_images
-        index = s.batch_in_epoch
         for images, targets, skipped in self.data.train:
             if index >= self.batches_per_epoch:
                 break
@@ -202,7 +239,7 @@ class Trainer:
             bar.update(1)
             if index % self.cfg.optim.accumulate == 0:
                 self.optimizer_step()
-                s.batch_in_epoch = index
+                s.samples_in_epoch = start_samples + (index - first) * self.micro_batch
                 if s.step % t.log_every == 0 or index == self.batches_per_epoch:
                     epoch.add_from(interval)
                     self.log_train(interval, timer, bar)
@@ -216,8 +253,8 @@ class Trainer:
         return {"train_loss": totals["loss"] / n, "train_top1": 100 * totals["top1"] / n,
                 "train_top5": 100 * totals["top5"] / n, "data_wait": timer.total_wait}
 
-    def to_device(self, images, targets, skipped):
-        self.skipped.extend(p for joined in skipped for p in joined.split("\n") if p)
+    def to_device(self, images, targets, skipped: list[str]):
+        self.skipped.extend(skipped)
         if isinstance(images, EncodedBatch):  # data.decode=device
             encoded, images = images, images.decode(self.device)
             self.skipped.extend(encoded.failed)
@@ -242,7 +279,9 @@ class Trainer:
             meters.add(loss=loss.detach() * n, loss_main=terms["main"] * n, top1=top1, top5=top5, images=n, **aux)
 
     def optimizer_step(self) -> None:
-        lr = self.schedule(self.state.step)
+        s, spe = self.state, self.steps_per_epoch
+        # the schedule's position in steps of the current epoch length (exact when the batch size is unchanged)
+        lr = self.schedule(s.epoch * spe + s.samples_in_epoch * spe / (self.batches_per_epoch * self.micro_batch))
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         clip = self.cfg.optim.clip_grad_norm
@@ -252,13 +291,13 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
-        self.state.step += 1
-        if self.ema and self.state.step % self.cfg.ema.every == 0:
+        s.step += 1
+        if self.ema and s.step % self.cfg.ema.every == 0:
             self.ema.update(self.model)
 
     def after_step(self, index: int, bar) -> None:
         """Hooks, periodic checkpoints and stop requests, between optimizer steps."""
-        for hook in self.hooks:
+        for hook in self.hooks["step"]:
             hook(self)
         if index >= self.batches_per_epoch:
             return  # the end of the epoch saves anyway
@@ -281,7 +320,8 @@ class Trainer:
     def lighting_generator(self, index: int) -> torch.Generator | None:
         if self.cfg.data.augment.lighting <= 0:
             return None
-        return torch.Generator(device=self.device).manual_seed(self.cfg.seed * 1_000_003 + index)
+        seed = derive_seed(self.cfg.seed, "lighting", self.env.rank, index)
+        return torch.Generator(device=self.device).manual_seed(seed)
 
     # ------------------------------------------------------------------------------------------ output
 
@@ -290,21 +330,20 @@ class Trainer:
         values = meters.read(self.env)
         loss = values["loss"] / max(values["images"], 1)
         if not math.isfinite(loss):
-            raise NonFiniteLoss(
-                f"training loss became {loss} at step {self.state.step} (epoch {self.state.epoch + 1}); stopped "
-                f"without overwriting the last good checkpoint in {self.ckpt_dir}; lower optim.lr, set "
-                "optim.clip_grad_norm, or use trainer.precision=bf16/32")
+            raise NonFiniteLoss(f"training loss became {loss} at step {self.state.step} (epoch "
+                                f"{self.state.epoch + 1})")
         log_interval(self, values, *timer.end_interval(self.env.world_size), bar)
 
     def end_epoch(self, metrics: dict[str, float]) -> None:
         s = self.state
         self.log.scalars({"time/epoch_seconds": metrics["epoch_time"]}, s.step)
-        report_skipped(self, self.skipped, "replaced")
+        report_skipped(self, sorted(set(self.skipped)), "replaced")
         self.skipped = []
         key = self.best_key()
         improved = key in metrics and s.is_better(metrics[key], key.endswith("loss"))
         if improved:
             s.best = metrics[key]
+        self.check_finite()
         self.checkpoints.save_epoch(self.checkpoint(), s.epoch, improved, self.cfg.trainer.keep_last)
         self.log.info(epoch_line(self, metrics))
         self.log.flush()
@@ -317,23 +356,48 @@ class Trainer:
     def checkpoint(self) -> dict:
         return make_checkpoint(self.state, model=self.model, ema=self.ema, optimizer=self.optimizer,
                                scaler=self.scaler, cfg=self.cfg, classes=self.data.classes, names=self.data.names,
-                               device=self.device)
+                               device=self.device, env=self.env, global_batch=self.global_batch)
+
+    def check_finite(self) -> None:
+        """No checkpoint with non-finite weights is ever written (every rank holds the same weights)."""
+        models = [self.model] + ([self.ema.module] if self.ema else [])
+        tensors = [t for m in models for t in m.state_dict().values() if t.is_floating_point()]
+        if not bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()):
+            raise NonFiniteLoss(f"the weights became non-finite at step {self.state.step} (epoch "
+                                f"{self.state.epoch + 1})")
 
     def save(self, name: str = "last.pt") -> Path | None:
+        self.check_finite()
         return self.checkpoints.save(name, self.checkpoint())
 
+    # ------------------------------------------------------------------------------------ validation
+
     def validate_all(self) -> dict[str, float]:
-        """The raw weights, and the EMA weights when EMA is on: {"val_top1": ..., "val_ema_top1": ...}."""
+        """The raw weights, and the EMA weights when EMA is on: {"val_top1": ..., "val_ema_top1": ...}.
+        A stop request cuts validation short (its numbers are dropped) and stops the run."""
         models = {"val": self.model, **({"val_ema": self.ema.module} if self.ema else {})}
-        results, skipped = validate_models(models, self.data.val, self.normalizer, self.runtime, self.env,
-                                           self.log, self.cfg.trainer.limit_val_batches)
-        self.skipped += skipped
+        results, skipped, complete = validate_models(
+            models, self.data.val, self.normalizer, self.runtime, self.env, self.log,
+            self.cfg.trainer.limit_val_batches, on_batch=self.after_val_batch)
+        if not D.all_ranks(complete, self.env, self.device):
+            raise TrainingInterrupted()
+        report_skipped(self, sorted(set(skipped)), "skipped")
         log_validation(self, results)
         return {f"{prefix}_{k}": v for prefix, values in results.items() for k, v in values.items()}
 
+    def after_val_batch(self) -> bool:
+        """Runs the val_batch hooks; False when validation should stop (a stop was requested)."""
+        for hook in self.hooks["val_batch"]:
+            hook(self)
+        return not self.stop.requested
+
     def close(self) -> None:
-        self.log.close()
-        D.shutdown(self.env)
+        if self.log:
+            self.log.close()
+        if self.lock:
+            self.lock.release()
+        if self.env:
+            D.shutdown(self.env)
 
 
 def train(cfg, resume_command: str | None = None) -> RunResult:
@@ -348,7 +412,8 @@ def train(cfg, resume_command: str | None = None) -> RunResult:
                          f"{trainer.ckpt_dir / 'last.pt'}; continue with: {command}")
         status, code = "stopped", 0
     except NonFiniteLoss as e:
-        trainer.log.info(f"error: {e}")
+        trainer.log.info(f"error: {e}; stopped without writing a checkpoint (the last good one is in "
+                         f"{trainer.ckpt_dir}); lower optim.lr, set optim.clip_grad_norm, or use trainer.precision=32")
         status, code = "failed", 1
     finally:
         trainer.close()

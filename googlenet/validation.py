@@ -1,6 +1,8 @@
 """Validation during training: loss, top-1 and top-5 on the single centre crops of the validation split."""
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -15,17 +17,21 @@ VAL_METERS = ("loss", "top1", "top5", "images")
 
 @torch.no_grad()
 def validate(model: nn.Module, loader, normalizer: nn.Module, runtime: Runtime, env: D.DistEnv,
-             limit: int | None = None, bar=None) -> tuple[dict[str, float], list[str]]:
-    """Metrics over this rank's shard, summed over ranks, and the unreadable files met on this rank."""
+             limit: int | None = None, bar=None, on_batch: Callable[[], bool] | None = None):
+    """(metrics over all ranks' shards, the unreadable files skipped on this rank, whether this rank saw its
+    whole shard: `on_batch` returning False cuts it short). Unreadable images are skipped, not replaced."""
     model.eval()
     normalizer.eval()
     meters = DeviceMeters(VAL_METERS, runtime.device)
     skipped: list[str] = []
+    complete = True
     loader.set_epoch(0)
     for i, (images, targets, unreadable) in enumerate(loader):
         if limit and i >= limit:
             break
-        skipped.extend(p for joined in unreadable for p in joined.split("\n") if p)
+        skipped.extend(unreadable)
+        if images is None:  # nothing readable in this batch
+            continue
         images = images.to(runtime.device, non_blocking=True)
         targets = targets.to(runtime.device, non_blocking=True)
         with runtime.autocast():
@@ -35,20 +41,27 @@ def validate(model: nn.Module, loader, normalizer: nn.Module, runtime: Runtime, 
                    images=len(targets))
         if bar is not None:
             bar.update(1)
+        if on_batch is not None and not on_batch():
+            complete = False
+            break
     totals = meters.read(env)
     count = max(totals["images"], 1)
     metrics = {"loss": totals["loss"] / count, "top1": 100 * totals["top1"] / count,
                "top5": 100 * totals["top5"] / count, "images": totals["images"]}
-    return metrics, skipped
+    return metrics, skipped, complete
 
 
 def validate_models(models: dict[str, nn.Module], loader, normalizer: nn.Module, runtime: Runtime, env: D.DistEnv,
-                    log, limit: int | None = None) -> tuple[dict[str, dict[str, float]], list[str]]:
-    """`validate` each of {"val": model, "val_ema": ema_model}, with a progress bar per model."""
+                    log, limit: int | None = None, on_batch: Callable[[], bool] | None = None):
+    """`validate` each of {"val": model, "val_ema": ema_model}, with a progress bar per model; stops at the
+    first model cut short. Returns (results, skipped files, complete)."""
     results, skipped = {}, []
     for prefix, model in models.items():
         bar = log.bar(min(len(loader), limit or len(loader)), "validate")
-        results[prefix], unreadable = validate(model, loader, normalizer, runtime, env, limit, bar)
+        results[prefix], unreadable, complete = validate(model, loader, normalizer, runtime, env, limit, bar,
+                                                         on_batch)
         bar.close()
         skipped += unreadable
-    return results, skipped
+        if not complete:
+            return results, skipped, False
+    return results, skipped, True

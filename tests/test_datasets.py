@@ -37,7 +37,7 @@ def test_class_order_labels_and_names(tmp_path):
     assert ds.targets == [0, 0, 1, 1, 2, 2]
     assert class_names(ds.classes) == ["tench", "goldfish", "zebra_x"]
     image, target, skipped = ds[3]
-    assert image.shape == (3, 32, 32) and image.dtype == torch.uint8 and target == 1 and skipped == ""
+    assert image.shape == (3, 32, 32) and image.dtype == torch.uint8 and target == 1 and skipped == ()
 
 
 def test_missing_root_split_and_empty_class_are_one_line_errors(tmp_path):
@@ -59,14 +59,16 @@ def test_corrupt_files_are_skipped_reported_and_every_batch_arrives(tmp_path):
     bad_trunc = root / "train" / "n03" / "truncated.JPEG"
     bad_trunc.write_bytes(good[: len(good) // 2])
     (root / "train" / "n01" / "notes.JPEG").write_text("not an image")
+    odd_name = root / "train" / "n01" / "line\nbreak.JPEG"  # a newline in a file name is still one name
+    odd_name.write_bytes(b"")
     with pytest.raises(UnreadableImage):
         load_rgb(bad_trunc)
     bundle = build_data(data_cfg(root, batch_size=3, workers=2), seed=0)
     bundle.train.set_epoch(0)
     batches = list(bundle.train)
-    assert len(batches) == len(bundle.train) == 12 // 3
-    skipped = {p for _, _, names in batches for joined in names for p in joined.split("\n") if p}
-    assert skipped == {str(bad_zero), str(bad_trunc), str(root / "train" / "n01" / "notes.JPEG")}
+    assert len(batches) == len(bundle.train) == 13 // 3
+    skipped = {p for _, _, names in batches for p in names}
+    assert skipped == {str(bad_zero), str(bad_trunc), str(root / "train" / "n01" / "notes.JPEG"), str(odd_name)}
     assert all(images.shape == (3, 3, 32, 32) for images, _, _ in batches)
 
 
@@ -86,3 +88,14 @@ def test_missing_dataset_is_a_one_line_error(tmp_path):
                         f"hydra.run.dir={tmp_path / 'run'}", timeout=60)
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "does not exist" in result.stderr
+
+
+def test_symbolic_link_loops_are_one_line_errors(tmp_path):
+    root = make_folder(tmp_path / "ds", per_class=1)
+    (root / "train" / "loop").symlink_to("loop")
+    with pytest.raises(UserError, match="loop: Too many levels of symbolic links"):
+        ImageFolderDataset(root, "train", EvalTransform())
+    (root / "train" / "loop").unlink()
+    (root / "train" / "n01" / "self.JPEG").symlink_to("self.JPEG")
+    with pytest.raises(UserError, match="self.JPEG: Too many levels of symbolic links"):
+        ImageFolderDataset(root, "train", EvalTransform())

@@ -54,6 +54,7 @@ def test_two_processes_match_one_process_with_double_batch(tmp_path, tiny_folder
     a = load_checkpoint(tmp_path / "single" / "checkpoints" / "last.pt")
     b = load_checkpoint(run_dir / "checkpoints" / "last.pt")
     assert a["step"] == b["step"] == 6
+    assert len(b["rng"]) == 2 and not torch.equal(b["rng"][0]["torch"], b["rng"][1]["torch"])  # per-rank streams
     assert any(k.startswith("aux1.") for k in a["model"])
     torch.manual_seed(0)  # the trainer's initial weights
     initial = build_model("inception_v1_paper", num_classes=3).state_dict()
@@ -118,21 +119,21 @@ def test_killed_worker_is_restarted_from_last_checkpoint(tmp_path):
     assert "resumed from" in log and log.count("epoch 12/12") == 1
 
 
-def test_sigterm_to_the_launcher_saves_and_resume_finishes(tmp_path, tiny_folder):
+def test_sigterm_to_the_launchers_group_saves_and_resume_finishes(tmp_path, tiny_folder):
     run_dir = tmp_path / "run"
-    args = tiny_overrides(tiny_folder, run_dir, "trainer.epochs=500", "trainer.limit_val_batches=1")
-    proc = torchrun(*args, popen=True, launcher="googlenet.launch")  # torchrun with a graceful exit status
+    args = tiny_overrides(tiny_folder, run_dir, "trainer.epochs=500", "trainer.limit_val_batches=1", "data.workers=1")
+    proc = torchrun(*args, popen=True, launcher="googlenet.launch")  # torchrun with a truthful exit status
     _wait_for(run_dir / "checkpoints" / "last.pt", proc)
     time.sleep(0.5)  # now mid-epoch
-    proc.send_signal(signal.SIGTERM)
+    os.killpg(proc.pid, signal.SIGTERM)  # launcher, workers and their loader workers alike
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, out
-    assert "stopped at epoch" in out, out
+    assert "stopped at epoch" in out and "all 2 worker(s) saved and exited 0" in out, out
     assert "Traceback" not in out.split("stopped at epoch")[0]  # the workers stopped cleanly
     state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
     assert 1 <= state["epoch"] < 500
     done = state["epoch"] + 1
-    finish = torchrun(*args[:-2], f"trainer.epochs={done}", "trainer.limit_val_batches=1")
+    finish = torchrun(*args[:-3], f"trainer.epochs={done}", "trainer.limit_val_batches=1")
     assert finish.returncode == 0, finish.stdout + finish.stderr
     assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["epoch"] == done
 
@@ -157,3 +158,15 @@ def test_rank_and_world_size_from_torchrun_submitit_and_slurm_variables():
     from googlenet.errors import UserError
     with pytest.raises(UserError, match="WORLD_SIZE='abc' is not an integer"):
         detect_env({"WORLD_SIZE": "abc"})
+
+
+def test_launcher_reports_a_failure_when_a_worker_does_not_stop_cleanly(tmp_path):
+    # workers that die of the signal (here `sleep`) report nothing: the launcher must not claim success
+    cmd = [sys.executable, "-m", "googlenet.launch", "--standalone", "--nproc_per_node=2", "--no-python", "sleep", "60"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    time.sleep(5)
+    os.killpg(proc.pid, signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 1, out
+    assert "not cleanly: rank 0: no report (killed or crashed); rank 1: no report" in out, out

@@ -137,6 +137,10 @@ def test_evaluation_errors_are_one_line(tmp_path, tiny_folder):
     assert "holds model inception_v1" in evaluation_error([f"ckpt={ckpt}", "model=inception_v2"])
     assert "has 4 classes but the model was trained on 3" in evaluation_error([f"ckpt={ckpt}", f"data.root={other}"])
     assert "has no EMA weights" in evaluation_error([f"ckpt={ckpt}", "ema=true"])
+    renamed = tmp_path / "renamed.pth"  # a train.py checkpoint under a torchvision-like name is still one
+    renamed.write_bytes(ckpt.read_bytes())
+    assert run_evaluation(compose_config("evaluate", [f"ckpt={renamed}", "data.workers=0", "trainer.device=cpu",
+                                                      f"output={tmp_path / 'r.json'}"]))["images"] == 12
     shell = run_script("evaluate.py", f"ckpt={bad}", timeout=120, cwd=tmp_path)
     assert shell.returncode == 2 and shell.stderr.startswith("error: checkpoint") and shell.stderr.count("\n") == 1
 
@@ -147,7 +151,7 @@ def test_torchvision_weights_evaluate_with_the_matching_preset(tmp_path):
     root = tmp_path / "imagenet"
     for wnid, _ in imagenet_classes()[:1000:250]:
         make_image(root / "val" / wnid / "a.JPEG", size=(60, 50))
-    weights = tmp_path / "googlenet.pth"
+    weights = tmp_path / "googlenet.pt"  # what the file holds decides, not its suffix
     torch.save(torchvision.models.googlenet(init_weights=True, aux_logits=False).state_dict(), weights)
     assert "add model=inception_v1_torchvision" in evaluation_error([f"ckpt={weights}", f"data.root={root}"])
     # the classes of a torchvision model are all 1000 wnids: a 4-class folder is rejected clearly

@@ -98,7 +98,7 @@ def test_torchvision_weights_mismatch_lists_keys(tmp_path):
         load_torchvision_weights(build_model("inception_v1_torchvision", aux_logits=False, num_classes=10), state)
     path = tmp_path / "broken.pth"
     path.write_bytes(b"not a checkpoint")
-    with pytest.raises(UserError, match="cannot read weights file"):
+    with pytest.raises(UserError, match="corrupt or not a checkpoint"):
         load_torchvision_weights(build_model("inception_v1_torchvision"), path)
 
 

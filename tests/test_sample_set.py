@@ -14,3 +14,19 @@ def test_sample_set_is_deterministic_and_learnable_shaped(tmp_path, sample_root)
     first = sorted((sample_root / "train").rglob("*_000[01].JPEG"))
     second = sorted((again / "train").rglob("*.JPEG"))
     assert [p.read_bytes() for p in first] == [p.read_bytes() for p in second]
+
+
+def test_a_named_folder_is_never_deleted_or_overwritten(tmp_path):
+    import pytest
+
+    from data.errors import UserError
+    from data.sample import ensure_sample_data
+    mine = tmp_path / "my_photos"
+    mine.mkdir()
+    (mine / "holiday.jpg").write_bytes(b"precious")
+    with pytest.raises(UserError, match="holds other files and is not a sample set"):
+        ensure_sample_data(mine)
+    assert [p.name for p in mine.iterdir()] == ["holiday.jpg"] and (mine / "holiday.jpg").read_bytes() == b"precious"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert (ensure_sample_data(empty) / ".complete").is_file()  # an empty folder is filled

@@ -11,5 +11,5 @@ def test_ranks_see_disjoint_samples_and_validation_counts_each_image_once():
     seen = sorted(i for s in val for i, _ in s)
     assert seen == list(range(7)) and sum(len(s) for s in val) == 7
     resumed = EpochSampler(10, seed=3, rank=0, world_size=2)
-    resumed.set_epoch(5, start=2)
-    assert list(resumed) == list(train[0])[2:]
+    resumed.set_epoch(5, start=4)  # 4 samples of the epoch trained by the 2 ranks: 2 each
+    assert list(resumed) == list(train[0])[2:] and len(resumed) == 3

@@ -1,3 +1,4 @@
+import os
 import signal
 import subprocess
 import sys
@@ -7,15 +8,18 @@ from googlenet.checkpoint import load_checkpoint
 from helpers import ROOT, run_script, tiny_overrides
 
 
-def test_sigterm_writes_a_loadable_checkpoint_and_resume_finishes(tmp_path, tiny_folder):
-    args = tiny_overrides(tiny_folder, tmp_path / "run", "trainer.epochs=400", "trainer.limit_val_batches=1")
+def test_sigterm_to_the_process_group_writes_a_checkpoint_and_resume_finishes(tmp_path, tiny_folder):
+    # SIGTERM to the whole group, loader workers included (SLURM's --signal, a terminal's job control)
+    common = tiny_overrides(tiny_folder, tmp_path / "run", "trainer.limit_val_batches=1", "data.workers=2")
+    args = [*common, "trainer.epochs=400"]
     proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
     log = tmp_path / "run" / "checkpoints" / "last.pt"
     deadline = time.time() + 120
     while not log.exists() and time.time() < deadline:  # wait for the first epoch to finish
         time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    os.killpg(proc.pid, signal.SIGTERM)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, out
     assert "stopped at epoch" in out
@@ -24,6 +28,7 @@ def test_sigterm_writes_a_loadable_checkpoint_and_resume_finishes(tmp_path, tiny
     assert hint.endswith(f"resume=auto hydra.run.dir={tmp_path / 'run'}")
     state = load_checkpoint(log)
     assert 1 <= state["epoch"] < 400
-    finish = run_script("train.py", *args[:-2], "trainer.epochs=" + str(state["epoch"] + 1), "resume=auto")
+    assert "DataLoader worker" not in out
+    finish = run_script("train.py", *common, "trainer.epochs=" + str(state["epoch"] + 1), "resume=auto")
     assert finish.returncode == 0, finish.stderr
     assert load_checkpoint(log)["epoch"] == state["epoch"] + 1

@@ -23,7 +23,7 @@ def test_resumed_run_ends_with_identical_weights(tmp_path, tiny_folder):
     assert train(_cfg(tmp_path, tiny_folder, *extra, run="straight")).exit_code == 0
     stopped = Trainer(_cfg(tmp_path, tiny_folder, *extra, run="split"))
     # as if SIGTERM arrived during the last step of epoch 1
-    stopped.hooks.append(lambda t: t.stop.request() if t.state.step == 6 else None)
+    stopped.hooks["step"].append(lambda t: t.stop.request() if t.state.step == 6 else None)
     with pytest.raises(TrainingInterrupted):
         stopped.fit()
     stopped.close()
@@ -49,31 +49,33 @@ def test_checkpoint_contents_and_mid_epoch_resume(tmp_path, tiny_folder):
     # a mid-epoch checkpoint (after step 2 = batch 4) resumed gives the same end state
     cfg = _cfg(tmp_path, tiny_folder, *extra, run="part")
     trainer = Trainer(cfg)
-    trainer.hooks.append(lambda t: t.stop.request() if t.state.step == 2 else None)
+    trainer.hooks["step"].append(lambda t: t.stop.request() if t.state.step == 2 else None)
     with pytest.raises(TrainingInterrupted):
         trainer.fit()
     trainer.close()
     mid = load_checkpoint(tmp_path / "part" / "checkpoints" / "last.pt")
-    assert (mid["epoch"], mid["batch_in_epoch"], mid["step"]) == (0, 4, 2)
+    assert (mid["epoch"], mid["samples_in_epoch"], mid["step"]) == (0, 8, 2)  # 4 batches of 2 images
     assert train(_cfg(tmp_path, tiny_folder, *extra, "resume=auto", run="part")).exit_code == 0
     end = _weights(tmp_path / "part" / "checkpoints" / "last.pt")
     full = _weights(tmp_path / "full" / "checkpoints" / "last.pt")
     assert all(torch.equal(end[k], full[k]) for k in full)
 
 
-def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, tiny_folder):
-    trainer = Trainer(_cfg(tmp_path, tiny_folder, "trainer.epochs=3"))
+@pytest.mark.parametrize("extra", [[], ["trainer.checkpoint_every_steps=1", "trainer.log_every=100"]])
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, tiny_folder, extra):
+    # with a loss checked only every 100 steps, the periodic save must still refuse non-finite weights
+    trainer = Trainer(_cfg(tmp_path, tiny_folder, "trainer.epochs=3", *extra))
     criterion = trainer.criterion.forward
 
     def poisoned(outputs, targets):
         loss, terms = criterion(outputs, targets)
         return (loss * float("nan"), terms) if trainer.state.epoch == 1 else (loss, terms)
     trainer.criterion.forward = poisoned
-    with pytest.raises(NonFiniteLoss, match="stopped without overwriting"):
+    with pytest.raises(NonFiniteLoss, match="became"):
         trainer.fit()
     trainer.close()
     state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
-    assert state["epoch"] == 1
+    assert state["epoch"] == 1 and state["samples_in_epoch"] == 0
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
 
 
@@ -113,3 +115,13 @@ def test_own_folder_dataset_takes_its_class_count_from_the_folders(tmp_path):
     state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
     assert state["classes"] == [f"kind_{i}" for i in range(5)] and state["model"]["fc.weight"].shape[0] == 5
     assert state["config"]["data"]["num_classes"] == state["config"]["model"]["num_classes"] == 5
+
+
+def test_validation_skips_unreadable_images_and_reports_them(tmp_path, tiny_folder):
+    bad = tiny_folder / "val" / "n02" / "broken.JPEG"
+    bad.write_bytes(b"not a jpeg")
+    assert train(_cfg(tmp_path, tiny_folder, "trainer.epochs=1")).exit_code == 0
+    metrics = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["metrics"]
+    assert metrics["val_images"] == 12  # 13 files, one unreadable: skipped, not replaced by a neighbour
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert f"skipped 1 unreadable image(s): {bad}" in log

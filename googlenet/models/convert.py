@@ -6,22 +6,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..checkpoint import read_weights_file, state_dict_in
 from ..errors import UserError
 from .layers import AUX_PREFIXES
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a `.pth` state dict a user has on disk, safely (weights_only) and with one-line errors."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"weights file not found: {path}; pass the path of a torchvision .pth file")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for truncated or foreign files
-        raise UserError(f"cannot read weights file {path}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+    state = state_dict_in(read_weights_file(path, "weights file"))
+    if state is None:
         raise UserError(f"{path} is not a state dict of tensors; save one with torch.save(model.state_dict(), path)")
     return state
 

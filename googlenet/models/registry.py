@@ -6,10 +6,12 @@ network. `num_classes` in a file follows the dataset (`${data.num_classes}`); in
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+import torch
 from omegaconf import OmegaConf
 from torch import nn
 
@@ -100,3 +102,33 @@ def check_model_config(cfg) -> None:
     if options.get("num_classes") is None:  # data=folder: the class count comes from the dataset
         options.pop("num_classes", None)
     preset_config(name, **options)
+    crop = OmegaConf.select(cfg, "data.crop_size")
+    if isinstance(crop, int) and not isinstance(crop, bool):
+        check_input_size(name, options, crop)
+
+
+@functools.lru_cache(maxsize=64)
+def _runs_at(name: str, options: tuple, size: int) -> bool:
+    """Whether the network takes a size x size input (shapes only: a forward pass on the meta device)."""
+    with torch.device("meta"):
+        model = build_model(name, **dict(options))
+    try:
+        with torch.no_grad():
+            model.train()(torch.zeros(2, 3, size, size, device="meta"))
+            model.eval()(torch.zeros(1, 3, size, size, device="meta"))
+        return True
+    except RuntimeError:
+        return False
+
+
+def check_input_size(name: str, options: dict, size: int, key: str = "data.crop_size") -> None:
+    """A UserError naming the smallest input the network takes, when `size` is too small for it."""
+    frozen = tuple(sorted((k, v) for k, v in options.items() if k != "num_classes"))
+    if _runs_at(name, frozen, size):
+        return
+    low, high = size + 1, 1024
+    while low < high:
+        mid = (low + high) // 2
+        low, high = (low, mid) if _runs_at(name, frozen, mid) else (mid + 1, high)
+    raise UserError(f"{key}={size} is too small for {name}: its pooling stages need at least {low} px; "
+                    f"use {key}={low} or more")

@@ -1,0 +1,47 @@
+"""The run directory: one writer at a time, and no leftovers from a writer that was killed."""
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+
+from data.files import remove_stale_temp_files
+
+from .errors import UserError
+
+LOCK_NAME = ".lock"
+
+
+class RunLock:
+    """An exclusive lock on `<run dir>/.lock` for as long as a trainer writes there (released by the OS when the
+    process dies, so a killed run never blocks its resume)."""
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / LOCK_NAME
+        self.fd: int | None = None
+
+    def acquire(self) -> "RunLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise UserError(f"another trainer (pid {holder}) is writing to {self.path.parent}; wait for it to end "
+                            "or choose another hydra.run.dir") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self.fd = fd
+        return self
+
+    def release(self) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+
+def clean_leftovers(run_dir: Path) -> list[Path]:
+    """Temporary files that a killed save left behind (checkpoints are written to a temp name, then renamed)."""
+    return remove_stale_temp_files(run_dir / "checkpoints") + remove_stale_temp_files(run_dir)
