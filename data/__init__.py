@@ -5,8 +5,8 @@ transforms     the paper's training augmentation and the evaluation centre crop,
 multicrop      the 1, 10 and 144-crop views of evaluation
 samplers       rank-sharded, per-epoch seeded orders that can start mid-epoch
 loaders        DataLoaders from the `data` config group (and its validation)
-device_ops     batch operations on the training device: normalisation, lighting noise
-device_decode  JPEG decoding on the training device (data.decode=device)
+device_ops     batch operations on the training device: photometric distortions, normalisation, lighting
+dali           the same pipeline on NVIDIA DALI (data.loader=dali): nvJPEG decoding, GPU crops
 imaging        decoding any image file to RGB
 classes        ImageNet class order and names
 sample         the embedded sample set (data=sample)

@@ -113,9 +113,11 @@ class ImageFolderDataset(Dataset):
 
 
 def collate_train(batch):
-    """(images, targets, the unreadable files this batch's samples replaced)."""
-    images, targets, skipped = zip(*batch)
-    return torch.stack(images), torch.tensor(targets), [p for paths in skipped for p in paths]
+    """(images, targets, the unreadable files this batch's samples replaced, photometric factors (B, 4))."""
+    outputs, targets, skipped = zip(*batch)
+    images, factors = zip(*outputs)
+    return (torch.stack(images), torch.tensor(targets), [p for paths in skipped for p in paths],
+            torch.tensor(factors, dtype=torch.float32))
 
 
 def collate_readable(batch):

@@ -14,7 +14,6 @@ from .checks import check_bool, check_choice, check_number, check_pair
 from .classes import class_names
 from .datasets import ImageFolderDataset, collate_readable, collate_train
 from .errors import UserError
-from .device_decode import EncodedTrainTransform, collate_encoded
 from .samplers import EpochSampler
 from .synthetic import SyntheticLoader
 from .transforms import EvalTransform, PhotometricDistortion, TrainTransform
@@ -48,7 +47,7 @@ def check_data_config(cfg) -> None:
     for k in ("hflip", "random_interpolation"):
         check_bool(cfg, f"{d}.augment.{k}")
     check_bool(cfg, f"{d}.fast_decode")
-    check_choice(cfg, f"{d}.decode", ["cpu", "device"])
+    check_choice(cfg, f"{d}.loader", ["pil", "dali"])
 
 
 def eval_resize(data_cfg) -> int:
@@ -61,8 +60,7 @@ def train_transform(data_cfg) -> TrainTransform:
     photometric = None
     if any(a[k] > 0 for k in ("brightness", "contrast", "saturation", "hue")):
         photometric = PhotometricDistortion(a.brightness, a.contrast, a.saturation, a.hue)
-    cls = EncodedTrainTransform if data_cfg.decode == "device" else TrainTransform
-    return cls(size=data_cfg.crop_size, scale=tuple(a.scale), ratio=tuple(a.ratio), hflip=a.hflip,
+    return TrainTransform(size=data_cfg.crop_size, scale=tuple(a.scale), ratio=tuple(a.ratio), hflip=a.hflip,
                photometric=photometric, random_interpolation=a.random_interpolation,
                fast_decode=data_cfg.fast_decode)
 
@@ -115,7 +113,8 @@ def make_loader(dataset, sampler: EpochSampler, data_cfg, drop_last: bool, seed:
 
 @dataclass
 class DataBundle:
-    train: object          # iterable of (uint8 images, targets, skipped paths) with set_epoch(epoch, start)
+    train: object          # iterable of (uint8 images, targets, replaced files, photometric factors) with
+    #                        set_epoch(epoch, start) and len(): a SamplerLoader (PIL) or a DaliLoader
     val: object
     classes: list[str]     # folder names (wnids for ImageNet)
     names: list[str]       # human-readable class names
@@ -143,16 +142,19 @@ def build_data(data_cfg, seed: int, rank: int = 0, world_size: int = 1, device="
     if len(train_set) < data_cfg.batch_size * world_size:
         raise UserError(f"data.batch_size={data_cfg.batch_size} x {world_size} process(es) is larger than the "
                         f"{len(train_set)} training images; lower data.batch_size")
-    train_sampler = EpochSampler(len(train_set), seed, shuffle=True, rank=rank, world_size=world_size, pad=True)
-    val_sampler = EpochSampler(len(val_set), seed, shuffle=False, rank=rank, world_size=world_size, pad=False)
-    return DataBundle(
-        train=SamplerLoader(make_loader(
-            train_set, train_sampler, data_cfg, drop_last=True, seed=seed,
-            collate_fn=collate_encoded(data_cfg.crop_size) if data_cfg.decode == "device" else collate_train)),
-        val=SamplerLoader(make_loader(val_set, val_sampler, data_cfg, drop_last=False, seed=seed,
-                                      collate_fn=collate_readable)),
-        classes=train_set.classes, names=class_names(train_set.classes),
-        train_size=len(train_set), val_size=len(val_set))
+    if data_cfg.loader == "dali":
+        from .dali import build_dali_loaders
+        train, val = build_dali_loaders(root, data_cfg.train_split, data_cfg.val_split, train_set, val_set, data_cfg,
+                                        seed, rank, world_size, device)
+    else:
+        train_sampler = EpochSampler(len(train_set), seed, shuffle=True, rank=rank, world_size=world_size, pad=True)
+        val_sampler = EpochSampler(len(val_set), seed, shuffle=False, rank=rank, world_size=world_size, pad=False)
+        train = SamplerLoader(make_loader(train_set, train_sampler, data_cfg, drop_last=True, seed=seed,
+                                          collate_fn=collate_train))
+        val = SamplerLoader(make_loader(val_set, val_sampler, data_cfg, drop_last=False, seed=seed,
+                                        collate_fn=collate_readable))
+    return DataBundle(train, val, classes=train_set.classes, names=class_names(train_set.classes),
+                      train_size=len(train_set), val_size=len(val_set))
 
 
 class SamplerLoader:

@@ -26,4 +26,4 @@ class SyntheticLoader:
 
     def __iter__(self):
         for _ in range(len(self)):
-            yield self.images, self.targets, []
+            yield self.images, self.targets, [], None

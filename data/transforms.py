@@ -3,8 +3,9 @@
 Training follows the GoogLeNet paper: a random crop of 8%..100% of the area with aspect ratio in
 [3/4, 4/3], a random flip, photometric distortions and (optionally) a random interpolation. Every random
 choice comes from a `random.Random` handed in per sample, seeded by (seed, epoch, index), so batches are
-reproducible whatever the number of workers. Normalisation (and the PCA lighting noise) run later on the
-device, on whole batches (see `data.device_ops`).
+reproducible whatever the number of workers. The worker crops, resizes and flips; the photometric factors
+it draws travel with the batch and are applied, with normalisation and the PCA lighting noise, on the
+device to whole batches (see `data.device_ops`).
 """
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ import math
 import random
 from dataclasses import dataclass
 
-import torchvision.transforms.functional as TF
+import torch
 from PIL import Image
 
+from .device_ops import NEUTRAL_FACTORS
 from .imaging import draft_for_scale, open_image, pil_to_uint8_tensor, to_rgb
 
 # The paper's "random interpolation": bilinear, area, nearest neighbour and cubic.
@@ -47,12 +49,10 @@ def sample_crop_box(width: int, height: int, scale: tuple[float, float], ratio: 
     return (width - w) / 2, (height - h) / 2, w, h
 
 
-NEUTRAL_PHOTOMETRIC = (1.0, 1.0, 1.0, 0.0)  # brightness, contrast, saturation factors; hue shift
-
-
 @dataclass
 class PhotometricDistortion:
-    """Brightness, contrast, saturation and hue jitter in a random order (factors as ColorJitter's)."""
+    """Brightness, contrast, saturation and hue jitter (factors drawn as ColorJitter's); applied on the device
+    by `data.device_ops.adjust_photometric`."""
 
     brightness: float = 0.4
     contrast: float = 0.4
@@ -65,15 +65,6 @@ class PhotometricDistortion:
             return rng.uniform(max(0.0, 1 - amount), 1 + amount) if amount > 0 else 1.0
         b, c, s = factor(self.brightness), factor(self.contrast), factor(self.saturation)
         return b, c, s, rng.uniform(-self.hue, self.hue) if self.hue > 0 else 0.0
-
-    def apply(self, img: Image.Image, factors, rng: random.Random) -> Image.Image:
-        ops = [(op, f) for op, f, neutral in zip(
-            (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue), factors,
-            NEUTRAL_PHOTOMETRIC) if f != neutral]
-        rng.shuffle(ops)
-        for op, factor in ops:
-            img = op(img, factor)
-        return img
 
 
 @dataclass(frozen=True)
@@ -101,10 +92,11 @@ class TrainTransform:
         box = sample_crop_box(width, height, self.scale, self.ratio, rng)
         interpolation = rng.choice(list(INTERPOLATIONS)) if self.random_interpolation else "bilinear"
         flip = self.hflip and rng.random() < 0.5
-        photometric = self.photometric.factors(rng) if self.photometric else NEUTRAL_PHOTOMETRIC
+        photometric = self.photometric.factors(rng) if self.photometric else NEUTRAL_FACTORS
         return CropDraw(box, interpolation, flip, photometric)
 
-    def __call__(self, path, rng: random.Random):
+    def __call__(self, path, rng: random.Random) -> tuple[torch.Tensor, tuple[float, float, float, float]]:
+        """(uint8 CHW crop, its photometric factors)."""
         img = open_image(path)
         d = self.draw(*img.size, rng)
         left, top, w, h = d.box
@@ -114,9 +106,7 @@ class TrainTransform:
         img = img.resize((self.size, self.size), INTERPOLATIONS[d.interpolation], box=box)
         if d.flip:
             img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        if self.photometric is not None:
-            img = self.photometric.apply(img, d.photometric, rng)
-        return pil_to_uint8_tensor(img)
+        return pil_to_uint8_tensor(img), d.photometric
 
 
 def center_box(width: int, height: int, resize: int, crop: int) -> tuple[float, float, float, float]:

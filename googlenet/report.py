@@ -22,7 +22,8 @@ def describe(trainer: Trainer) -> None:
         log.info(str(summarize(trainer.model, cfg.data.crop_size, cfg.model.name)))
     log.info(f"data: {cfg.data.name}, {trainer.data.train_size:,} train / {trainer.data.val_size:,} val images, "
              f"{len(trainer.data.classes)} classes")
-    log.info(f"processes: {env.world_size}, device: {trainer.device}, precision: {trainer.runtime.precision}; "
+    precision = trainer.runtime.precision + (f" ({trainer.runtime.reason})" if trainer.runtime.reason else "")
+    log.info(f"processes: {env.world_size}, device: {trainer.device}, precision: {precision}; "
              f"global batch {trainer.global_batch} = {cfg.data.batch_size} x {env.world_size} process(es) x "
              f"{cfg.optim.accumulate} accumulation; lr {trainer.peak_lr:.4g} ({cfg.optim.lr:g} at "
              f"{cfg.optim.base_batch}, {cfg.optim.scale_lr} scaling); {trainer.steps_per_epoch} steps per epoch")

@@ -42,11 +42,27 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def native_bf16(device: torch.device) -> str | None:
+    """Why `device` computes bf16 natively (a short reason), or None when it does not."""
+    if device.type == "cuda":
+        return "this GPU supports bf16" if torch.cuda.is_bf16_supported() else None
+    if device.type == "cpu":
+        try:
+            flags = next((line.split(":", 1)[1].split() for line in open("/proc/cpuinfo") if line.startswith("flags")),
+                         [])
+        except OSError:
+            return None
+        found = [name for flag, name in (("avx512_bf16", "AVX512-BF16"), ("amx_bf16", "AMX-BF16")) if flag in flags]
+        return f"this CPU has {' and '.join(found)}" if found else None
+    return None
+
+
 def resolve_precision(name, device: torch.device) -> str:
-    """`auto`: bf16 on CUDA, 32 elsewhere; otherwise the name as given."""
+    """`auto`: bf16 where the device computes it natively (CUDA GPUs that support it, CPUs with AVX512-BF16 or
+    AMX), 32 elsewhere; otherwise the name as given."""
     name = str(name)
     if name == "auto":
-        return "bf16" if device.type == "cuda" else "32"
+        return "bf16" if native_bf16(device) else "32"
     if name == "fp16" and device.type != "cuda":
         raise UserError("trainer.precision=fp16 needs a CUDA device; use trainer.precision=bf16 on CPU")
     return name
@@ -59,6 +75,7 @@ class Runtime:
     device: torch.device
     precision: str                 # "32", "bf16" or "fp16"
     channels_last: bool
+    reason: str = ""               # why this precision, when it was chosen automatically
 
     @property
     def autocast_dtype(self) -> torch.dtype | None:
@@ -87,7 +104,11 @@ def build_runtime(device: torch.device, precision, channels_last="auto", cudnn_b
         torch.backends.cudnn.allow_tf32 = True
     # channels_last is faster on CUDA and, measured on a 2-core x86 CPU (oneDNN), there too
     last = device.type in ("cuda", "cpu") if channels_last == "auto" else bool(channels_last)
-    return Runtime(device, resolve_precision(precision, device), last)
+    chosen = resolve_precision(precision, device)
+    reason = ""
+    if str(precision) == "auto":
+        reason = f"auto: {native_bf16(device)}" if chosen == "bf16" else "auto: no native bf16 here"
+    return Runtime(device, chosen, last, reason)
 
 
 def derive_seed(seed: int, *parts) -> int:

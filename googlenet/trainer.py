@@ -17,8 +17,7 @@ from omegaconf import open_dict
 from torch import nn
 
 from data.checks import check_bool, check_choice, check_number
-from data.device_decode import EncodedBatch
-from data.device_ops import BatchNormalizer
+from data.device_ops import BatchNormalizer, adjust_photometric
 from data.loaders import build_data
 
 from . import distributed as D
@@ -122,6 +121,8 @@ class Trainer:
             with open_dict(cfg):
                 cfg.data.num_classes = cfg.model.num_classes = len(self.data.classes)
         self.normalizer = BatchNormalizer(cfg.data.augment.lighting, self.runtime.channels_last).to(self.device)
+        augment = cfg.data.augment
+        self.photometric = any(augment.get(k, 0) > 0 for k in ("brightness", "contrast", "saturation", "hue"))
 
     def build_model(self) -> None:
         cfg = self.cfg
@@ -225,11 +226,11 @@ class Trainer:
         start_samples = s.samples_in_epoch
         bar = self.log.bar(self.batches_per_epoch, f"epoch {s.epoch + 1}/{t.epochs}", initial=index)
         log_grid = s.step == 0 and t.log_images
-        for images, targets, skipped in self.data.train:
+        for images, targets, skipped, photometric in self.data.train:
             if index >= self.batches_per_epoch:
                 break
             timer.data_arrived()
-            images, targets = self.to_device(images, targets, skipped)
+            images, targets = self.to_device(images, targets, skipped, photometric)
             if log_grid:
                 log_image_grid(self, images)
                 log_grid = False
@@ -253,13 +254,11 @@ class Trainer:
         return {"train_loss": totals["loss"] / n, "train_top1": 100 * totals["top1"] / n,
                 "train_top5": 100 * totals["top5"] / n, "data_wait": timer.total_wait}
 
-    def to_device(self, images, targets, skipped: list[str]):
+    def to_device(self, images, targets, skipped: list[str], photometric):
         self.skipped.extend(skipped)
-        if isinstance(images, EncodedBatch):  # data.decode=device
-            encoded, images = images, images.decode(self.device)
-            self.skipped.extend(encoded.failed)
-        else:
-            images = images.to(self.device, non_blocking=True)
+        images = images.to(self.device, non_blocking=True)
+        if photometric is not None and self.photometric:
+            images = adjust_photometric(images, photometric.to(self.device, non_blocking=True))
         return images, targets.to(self.device, non_blocking=True)
 
     def forward_backward(self, images, targets, index: int, meters: DeviceMeters) -> None:

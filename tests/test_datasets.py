@@ -67,20 +67,22 @@ def test_corrupt_files_are_skipped_reported_and_every_batch_arrives(tmp_path):
     bundle.train.set_epoch(0)
     batches = list(bundle.train)
     assert len(batches) == len(bundle.train) == 13 // 3
-    skipped = {p for _, _, names in batches for p in names}
+    skipped = {p for _, _, names, _ in batches for p in names}
     assert skipped == {str(bad_zero), str(bad_trunc), str(root / "train" / "n01" / "notes.JPEG"), str(odd_name)}
-    assert all(images.shape == (3, 3, 32, 32) for images, _, _ in batches)
+    assert all(images.shape == (3, 3, 32, 32) for images, _, _, _ in batches)
 
 
 def test_same_seed_same_batches_and_epochs_differ(tiny_folder):
     def batches(seed, epoch, workers):
         bundle = build_data(data_cfg(tiny_folder, workers=workers, **{"augment.hue": 0.1}), seed=seed)
         bundle.train.set_epoch(epoch)
-        return [(x.clone(), y.clone()) for x, y, _ in bundle.train]
+        return [(x.clone(), y.clone(), f.clone()) for x, y, _, f in bundle.train]
     a, b = batches(1, 0, 0), batches(1, 0, 2)  # worker count does not change what is drawn
-    assert all(torch.equal(x1, x2) and torch.equal(y1, y2) for (x1, y1), (x2, y2) in zip(a, b))
+    assert all(torch.equal(x1, x2) and torch.equal(y1, y2) and torch.equal(f1, f2)
+               for (x1, y1, f1), (x2, y2, f2) in zip(a, b))
+    assert all(f[:, 3].abs().max() <= 0.1 for _, _, f in a) and any(f[:, 3].abs().max() > 0 for _, _, f in a)
     c = batches(1, 1, 0)
-    assert not all(torch.equal(x1, x2) for (x1, _), (x2, _) in zip(a, c))
+    assert not all(torch.equal(x1, x2) for (x1, _, _), (x2, _, _) in zip(a, c))
 
 
 def test_missing_dataset_is_a_one_line_error(tmp_path):

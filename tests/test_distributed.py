@@ -1,4 +1,5 @@
 """Two-process DDP runs on CPU (gloo) under torchrun."""
+import importlib.util
 import json
 import os
 import signal
@@ -170,3 +171,13 @@ def test_launcher_reports_a_failure_when_a_worker_does_not_stop_cleanly(tmp_path
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 1, out
     assert "not cleanly: rank 0: no report (killed or crashed); rank 1: no report" in out, out
+
+
+@pytest.mark.skipif(importlib.util.find_spec("nvidia.dali") is None, reason="needs NVIDIA DALI")
+def test_dali_under_two_processes_validates_every_image_once(tmp_path):
+    data = make_folder(tmp_path / "ds", per_class=5)  # 15 validation images over 2 ranks: 8 + 7
+    run_dir = tmp_path / "run"
+    result = torchrun(*tiny_overrides(data, run_dir, "trainer.epochs=1", "data.loader=dali"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    metrics = load_checkpoint(run_dir / "checkpoints" / "last.pt")["metrics"]
+    assert metrics["val_images"] == 15

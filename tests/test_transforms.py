@@ -28,7 +28,8 @@ def test_train_transform_output_size_is_exact(tmp_path):
     path = make_image(tmp_path / "a.JPEG", size=(333, 211))
     t = TrainTransform(size=57, random_interpolation=True)
     for i in range(20):
-        assert t(path, random.Random(i)).shape == (3, 57, 57)
+        image, factors = t(path, random.Random(i))
+        assert image.shape == (3, 57, 57) and factors == (1.0, 1.0, 1.0, 0.0)
 
 
 @pytest.mark.parametrize("mode, fmt", [("L", "JPEG"), ("CMYK", "JPEG"), ("RGBA", "PNG"), ("P", "PNG"),
@@ -36,7 +37,7 @@ def test_train_transform_output_size_is_exact(tmp_path):
 def test_odd_image_modes_load_as_rgb(tmp_path, mode, fmt):
     path = make_image(tmp_path / "x.JPEG", mode=mode, fmt=fmt)  # PNG data under a .JPEG name too
     assert load_rgb(path).mode == "RGB"
-    out = TrainTransform(size=24)(path, random.Random(0))
+    out, _ = TrainTransform(size=24)(path, random.Random(0))
     assert out.shape == (3, 24, 24)
 
 
@@ -49,8 +50,8 @@ def test_fast_decode_matches_plain_decode(tmp_path):
     img.save(path, quality=95)
     diffs = []
     for i in range(10):
-        fast = TrainTransform(size=64, fast_decode=True)(path, random.Random(i)).float()
-        slow = TrainTransform(size=64, fast_decode=False)(path, random.Random(i)).float()
+        fast = TrainTransform(size=64, fast_decode=True)(path, random.Random(i))[0].float()
+        slow = TrainTransform(size=64, fast_decode=False)(path, random.Random(i))[0].float()
         diffs.append((fast - slow).abs().mean().item())
         assert abs(fast.mean().item() - slow.mean().item()) < 2.0
     assert max(diffs) < 4.0  # of 255: same geometry, small resampling differences
@@ -64,7 +65,7 @@ def test_fast_decode_on_real_photographs():
     paths = sorted(SHARED_SAMPLE.glob("*.JPEG"))[:40]
     diffs = []
     for i, path in enumerate(paths):
-        fast = TrainTransform(size=224, fast_decode=True)(path, random.Random(i)).float()
-        slow = TrainTransform(size=224, fast_decode=False)(path, random.Random(i)).float()
+        fast = TrainTransform(size=224, fast_decode=True)(path, random.Random(i))[0].float()
+        slow = TrainTransform(size=224, fast_decode=False)(path, random.Random(i))[0].float()
         diffs.append((fast - slow).abs().mean().item())
     assert sum(diffs) / len(diffs) < 6.0
