@@ -16,7 +16,8 @@ from .datasets import ImageFolderDataset, collate_readable, collate_train
 from .errors import UserError
 from .samplers import EpochSampler
 from .synthetic import SyntheticLoader
-from .transforms import EvalTransform, PhotometricDistortion, TrainTransform
+from .multicrop import EvalTransform
+from .transforms import PhotometricDistortion, TrainTransform
 
 
 DATA_NAMES = ("imagenet", "sample", "synthetic", "folder")

@@ -1,7 +1,10 @@
 """Multi-crop evaluation views: 1 crop, 10 crops, and the 144 crops of the GoogLeNet paper.
 
 Geometry is computed first (a list of `View`s in the coordinates of the image resized to a given shorter
-side), then cut from one decoded image tensor: each image is decoded once, resized once per scale.
+side), then cut from one decoded image: each image is decoded once for every crop mode and every model input
+size asked for (an ensemble may mix 224 and 299 px networks), and resized once per scale. How much smaller a
+JPEG may be decoded (draft decoding) depends only on the model sizes, never on the crop modes, so a view is
+the same whether it is computed alone or beside others: `crops=all` equals three separate runs.
 
 - 1 crop: shorter side -> `resize`, the centre `size` x `size` crop.
 - 10 crops: shorter side -> `resize`, the 4 corner and the centre crops, and their mirrors.
@@ -18,11 +21,26 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from PIL import Image
+
 from .imaging import draft_for_scale, open_image, pil_to_uint8_tensor, to_rgb
-from .transforms import EvalTransform
+from .transforms import center_box
 
 PAPER_SCALES = (256, 288, 320, 352)
 CROP_MODES = (1, 10, 144)
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """A model's input: crop `size`, and the shorter side `resize` of its 1- and 10-crop views."""
+
+    size: int
+    resize: int
+
+    @property
+    def largest_side(self) -> int:
+        """The largest shorter side any of its views is cut from (the 144-crop protocol's largest scale)."""
+        return max(self.resize, *paper_scales(self.size))
 
 
 @dataclass(frozen=True)
@@ -100,21 +118,51 @@ def cut_views(image: torch.Tensor, view_list: list[View], size: int, original: t
     return out
 
 
-class MultiCropTransform:
-    """File path -> (n_crops, 3, size, size) uint8; decodes once, at reduced JPEG size when that is enough."""
+def centre_view(img: Image.Image, original: tuple[int, int], drafted: tuple[float, float], g: Geometry):
+    """The 1-crop view: shorter side -> resize, centre crop, done as one bilinear resample of the kept region."""
+    left, top, w, h = center_box(*original, g.resize, g.size)
+    sx, sy = drafted
+    box = (left / sx, top / sy, (left + w) / sx, (top + h) / sy)
+    return pil_to_uint8_tensor(img.resize((g.size, g.size), Image.Resampling.BILINEAR, box=box))
 
-    def __init__(self, crops: int, size: int, resize: int, fast_decode: bool = True):
-        if crops not in CROP_MODES:
-            raise ValueError(f"crops must be one of {CROP_MODES}, got {crops}")
-        self.crops, self.size, self.resize, self.fast_decode = crops, size, resize, fast_decode
+
+class EvalViews:
+    """File path -> {(geometry, crops): (n, 3, size, size) uint8} for every geometry and crop mode, from one
+    decode. An unreadable file raises `imaging.UnreadableImage`."""
+
+    def __init__(self, geometries: list[Geometry], modes: tuple[int, ...], fast_decode: bool = True):
+        bad = [m for m in modes if m not in CROP_MODES]
+        if bad:
+            raise ValueError(f"crops must be in {CROP_MODES}, got {bad}")
+        self.geometries, self.modes, self.fast_decode = list(geometries), tuple(modes), fast_decode
+        self.side = max(g.largest_side for g in self.geometries)
+
+    def __call__(self, path, rng: random.Random | None = None) -> dict[tuple[Geometry, int], torch.Tensor]:
+        img = open_image(path)
+        original = img.size
+        drafted = draft_for_scale(img, min(original) / self.side) if self.fast_decode else (1.0, 1.0)
+        img = to_rgb(img)
+        tensor = None
+        out = {}
+        for g in self.geometries:
+            for mode in self.modes:
+                if mode == 1:
+                    out[(g, 1)] = centre_view(img, original, drafted, g).unsqueeze(0)
+                    continue
+                if tensor is None:
+                    tensor = pil_to_uint8_tensor(img)
+                out[(g, mode)] = cut_views(tensor, views(*original, mode, g.size, g.resize), g.size, original)
+        return out
+
+
+@dataclass
+class EvalTransform:
+    """The trainer's validation view: the 1-crop view of evaluation, so that their numbers agree."""
+
+    size: int = 224
+    resize: int = 256
+    fast_decode: bool = True
 
     def __call__(self, path, rng: random.Random | None = None) -> torch.Tensor:
-        if self.crops == 1:  # exactly the trainer's validation transform, so 1-crop numbers agree with it
-            return EvalTransform(self.size, self.resize, self.fast_decode)(path).unsqueeze(0)
-        img = open_image(path)
-        width, height = img.size
-        largest = max(paper_scales(self.size)) if self.crops == 144 else self.resize
-        if self.fast_decode:
-            draft_for_scale(img, min(width, height) / largest)
-        image = pil_to_uint8_tensor(to_rgb(img))
-        return cut_views(image, views(width, height, self.crops, self.size, self.resize), self.size, (width, height))
+        g = Geometry(self.size, self.resize)
+        return EvalViews([g], (1,), self.fast_decode)(path)[(g, 1)][0]

@@ -113,21 +113,3 @@ def center_box(width: int, height: int, resize: int, crop: int) -> tuple[float, 
     """The region of the original image that 'resize the shorter side to `resize`, centre-crop `crop`' keeps."""
     side = min(width, height) * crop / resize
     return (width - side) / 2, (height - side) / 2, side, side
-
-
-@dataclass
-class EvalTransform:
-    """Resize the shorter side to `resize`, centre-crop `size` (done as one resize of the kept region)."""
-
-    size: int = 224
-    resize: int = 256
-    fast_decode: bool = True
-
-    def __call__(self, path, rng: random.Random | None = None):
-        img = open_image(path)
-        width, height = img.size
-        left, top, w, h = center_box(width, height, self.resize, self.size)
-        sx, sy = draft_for_scale(img, min(width, height) / self.resize) if self.fast_decode else (1.0, 1.0)
-        img = to_rgb(img)
-        box = (left / sx, top / sy, (left + w) / sx, (top + h) / sy)
-        return pil_to_uint8_tensor(img.resize((self.size, self.size), Image.Resampling.BILINEAR, box=box))

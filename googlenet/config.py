@@ -49,7 +49,7 @@ def check_train_config(cfg) -> None:
 
 
 def check_evaluate_config(cfg) -> None:
-    from .evaluation import check_evaluation_config
+    from .evaluation.run import check_evaluation_config
     check_evaluation_config(cfg)
 
 

@@ -9,7 +9,7 @@ from data.datasets import ImageFolderDataset
 from data.errors import UserError
 from data.imaging import load_rgb, UnreadableImage
 from data.loaders import build_data
-from data.transforms import EvalTransform
+from data.multicrop import EvalTransform
 from helpers import ROOT, make_folder, run_script
 
 

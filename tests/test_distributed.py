@@ -37,7 +37,7 @@ def _no_run_dir(overrides):
 
 
 def test_two_processes_match_one_process_with_double_batch(tmp_path, tiny_folder):
-    common = ["trainer.epochs=2", "ema.enabled=true", *NO_RANDOMNESS]
+    common = ["trainer.epochs=2", "ema.enabled=true", "trainer.precision=32", *NO_RANDOMNESS]
     # one thread per process in both runs: CPU conv kernels give different rounding for other thread counts
     single = run_script("train.py", *tiny_overrides(tiny_folder, tmp_path / "single", *common, "data.batch_size=4"),
                         env={"OMP_NUM_THREADS": "1"})
@@ -69,16 +69,30 @@ def test_two_processes_match_one_process_with_double_batch(tmp_path, tiny_folder
     # validation counted every image once: same accuracy, 12 images, on both
     assert a["metrics"]["val_images"] == b["metrics"]["val_images"] == 12
     assert a["metrics"]["val_top1"] == pytest.approx(b["metrics"]["val_top1"])
-    # evaluate.py under torchrun: 12 images over 2 ranks (no padding), the same numbers as one process
+    # evaluate.py under torchrun: 12 images over 2 ranks (no padding), the same numbers as one process, for an
+    # ensemble (the raw and the EMA weights of the run) on all three crop modes, with probabilities saved
     ckpt = run_dir / "checkpoints" / "last.pt"
-    for name, result in (("one", run_script("evaluate.py", f"ckpt={ckpt}", "crops=10", "data.workers=0", "ema=false",
-                                             f"output={tmp_path / 'one.json'}")),
-                         ("two", torchrun(f"ckpt={ckpt}", "crops=10", "data.workers=0", "ema=false",
-                                          f"output={tmp_path / 'two.json'}", script="evaluate.py"))):
+    raw = tmp_path / "raw.pt"
+    state = torch.load(ckpt, weights_only=True)
+    state["ema"] = None
+    torch.save(state, raw)
+    args = [f"ckpt=[{ckpt},{raw}]", "crops=all", "data.workers=0", "trainer.precision=32", "save_probs=true"]
+    for name in ("one", "two"):
+        if name == "one":
+            result = run_script("evaluate.py", *args, f"output={tmp_path / 'one.json'}")
+        else:
+            result = torchrun(*args, f"output={tmp_path / 'two.json'}", script="evaluate.py")
         assert result.returncode == 0, result.stdout + result.stderr
+        (tmp_path / f"{name}.probs").mkdir()
+        for path in [*ckpt.parent.glob("last.*.probs.pt"), *tmp_path.glob("raw.*.probs.pt")]:
+            path.rename(tmp_path / f"{name}.probs" / path.name)
     one, two = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "two"))
     assert one["images"] == two["images"] == 12 and two["processes"] == 2
-    assert one["top1"] == pytest.approx(two["top1"]) and one["top5"] == pytest.approx(two["top5"])
+    assert one["table"] == two["table"]
+    assert len(list((tmp_path / "one.probs").iterdir())) == 6
+    for path in (tmp_path / "one.probs").iterdir():  # every image once, in order, the same probabilities
+        a, b = torch.load(path, weights_only=True), torch.load(tmp_path / "two.probs" / path.name, weights_only=True)
+        assert a["images"] == b["images"] and len(a["images"]) == 12 and torch.equal(a["probs"], b["probs"])
 
 
 def _children(pid):

@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch import nn
 
+import googlenet.evaluation.run
 from googlenet import evaluation
 from googlenet.checkpoint import load_checkpoint
 from googlenet.errors import UserError
@@ -57,7 +58,7 @@ def test_known_model_gives_expected_top1_top5_and_json(tmp_path, monkeypatch):
     # the class-index -> prediction: make classes 4 and 5 wrong on top-1 by swapping their rows
     with torch.no_grad():
         table.weight[[4, 5]] = table.weight[[5, 4]].clone()
-    monkeypatch.setattr(evaluation, "load_for_eval", lambda cfg: _loaded(model, classes))
+    monkeypatch.setattr(evaluation.run, "load_for_eval", lambda cfg, path: _loaded(model, classes))
     results = run_evaluation(_eval_cfg(tmp_path, root, crops=10, per_class="true"))
     assert results["images"] == 12
     assert results["top1"] == pytest.approx(100 * 8 / 12)
@@ -94,7 +95,7 @@ def test_crops_average_probabilities_not_logits(tmp_path, monkeypatch):
         for i in range(2 if c == "c1" else 1):
             (root / "val" / c).mkdir(parents=True, exist_ok=True)
             ramp.save(root / "val" / c / f"{i}.JPEG")
-    monkeypatch.setattr(evaluation, "load_for_eval", lambda cfg: _loaded(MirrorAware(), classes))
+    monkeypatch.setattr(evaluation.run, "load_for_eval", lambda cfg, path: _loaded(MirrorAware(), classes))
     results = run_evaluation(_eval_cfg(tmp_path, root, crops=10))
     assert results["images"] == 6
     assert results["top1"] == pytest.approx(100 * 2 / 6)  # both c1 images right; logit averaging gives 1/6
@@ -110,11 +111,12 @@ def test_one_crop_matches_the_trainers_validation(tmp_path, tiny_folder):
     assert results["top1"] == pytest.approx(metrics["val_top1"])
     assert results["top5"] == pytest.approx(metrics["val_top5"])
     assert Path(results["output"]) == ckpt.with_name("last.eval-val-1crop.json")
+    assert Path(results["markdown"]).is_file() and Path(results["plot"]).stat().st_size > 0
     # the same checkpoint at 144 crops through the command line
     out = run_script("evaluate.py", f"ckpt={ckpt}", "crops=144", "data.workers=0", "trainer.device=cpu",
                      f"output={tmp_path / 'e144.json'}")
     assert out.returncode == 0, out.stderr
-    assert "x 144 crops" in out.stdout and json.loads((tmp_path / "e144.json").read_text())["images"] == 12
+    assert "crops: 144" in out.stdout and json.loads((tmp_path / "e144.json").read_text())["images"] == 12
 
 
 def evaluation_error(args) -> str:

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from data.multicrop import MultiCropTransform, View, cut_views, paper_scales, views
+from data.multicrop import EvalTransform, EvalViews, Geometry, View, cut_views, paper_scales, views
 from helpers import make_image
 
 
@@ -62,5 +62,11 @@ def test_crops_are_input_sized_and_mirrors_are_flips(tmp_path):
                                               mode="bilinear", antialias=True).round().clamp(0, 255).byte()[0]
     assert torch.equal(crops[0], resized[:, :64, :64])
     path = make_image(tmp_path / "x.JPEG", size=(120, 90))
+    small, large = Geometry(48, 55), Geometry(64, 73)
+    every = EvalViews([small, large], (1, 10, 144))(path)  # one decode for two model sizes and three modes
     for n in (1, 10, 144):
-        assert MultiCropTransform(n, 48, 55)(path).shape == (n, 3, 48, 48)
+        alone = EvalViews([small, large], (n,))(path)
+        for g in (small, large):
+            assert every[(g, n)].shape == (n, 3, g.size, g.size)
+            assert torch.equal(every[(g, n)], alone[(g, n)])  # a view does not depend on the other modes
+    assert torch.equal(EvalTransform(48, 55)(path), EvalViews([small], (1,))(path)[(small, 1)][0])

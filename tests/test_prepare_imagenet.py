@@ -4,7 +4,7 @@ import tarfile
 from pathlib import Path
 
 from data.datasets import ImageFolderDataset
-from data.transforms import EvalTransform
+from data.multicrop import EvalTransform
 from helpers import ROOT, make_image
 
 

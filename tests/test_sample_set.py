@@ -1,7 +1,7 @@
 from PIL import Image
 
 from data.datasets import ImageFolderDataset
-from data.transforms import EvalTransform
+from data.multicrop import EvalTransform
 
 
 def test_sample_set_is_deterministic_and_learnable_shaped(tmp_path, sample_root):

@@ -32,9 +32,17 @@ def check_two_job_sweep(result, sweep_dir):
 
 
 def test_multirun_gives_each_job_its_run_dir_and_prints_a_summary(tmp_path):
+    # the paper's ensemble recipe at small size: models that differ only in their seed, then one evaluation
     sweep_dir = tmp_path / "sweep"
     result = run_script("train.py", "-m", "seed=0,1", *TINY_SAMPLE_RUN, f"hydra.sweep.dir={sweep_dir}")
     check_two_job_sweep(result, sweep_dir)
+    evaluation = run_script("evaluate.py", f"ckpt={sweep_dir}/*/checkpoints/best.pt", "crops=all",
+                            "trainer.limit_val_batches=1", "data.batch_size=4", "data.workers=0")
+    assert evaluation.returncode == 0, evaluation.stderr
+    report = json.loads((sweep_dir / "ensemble2.eval-val-allcrops.json").read_text())
+    assert [(r["models"], r["crops"], r["cost"]) for r in report["table"]] == [
+        (1, 1, 1), (1, 10, 10), (1, 144, 144), (2, 1, 2), (2, 10, 20), (2, 144, 288)]
+    assert report["images"] == 4 and "an ensemble of 2 models" in evaluation.stdout
 
 
 @needs_plugin["submitit"]

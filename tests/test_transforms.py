@@ -5,7 +5,8 @@ import torch
 from PIL import Image
 
 from data.imaging import load_rgb
-from data.transforms import EvalTransform, TrainTransform, sample_crop_box
+from data.multicrop import EvalTransform
+from data.transforms import TrainTransform, sample_crop_box
 from helpers import SHARED_SAMPLE, make_image
 
 

@@ -1,0 +1,99 @@
+"""What `ckpt=` names: one checkpoint, a list, or a glob; train.py checkpoints or bare (torchvision) weights."""
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import OmegaConf
+from torch import nn
+
+from data.classes import class_names, imagenet_classes
+from data.multicrop import Geometry
+
+from ..checkpoint import is_checkpoint, load_checkpoint, read_weights_file, state_dict_in
+from ..errors import UserError
+from ..models.convert import load_torchvision_weights
+from ..models.layers import AUX_PREFIXES
+from ..models.registry import INPUT_SIZE, build_from_config, build_model
+
+TORCHVISION_PRESETS = ("inception_v1_torchvision", "inception_v3_torchvision")
+
+
+@dataclass
+class LoadedModel:
+    model: nn.Module
+    name: str
+    classes: list[str]
+    names: list[str]
+    data_cfg: dict          # the data settings the weights were trained with (root, crop size, ...)
+    weights: str            # "raw", "ema" or "torchvision"
+    path: Path | None = None
+
+    def geometry(self, cfg) -> Geometry:
+        """Crop size and resize: the command line's data.crop_size / data.eval_resize, else the training's."""
+        size = cfg.data.get("crop_size") or self.data_cfg["crop_size"]
+        resize = cfg.data.get("eval_resize") or self.data_cfg.get("eval_resize") or round(size / 0.875)
+        if resize < size:
+            raise UserError(f"data.crop_size={size} is larger than the resize before cropping ({resize}); raise "
+                            f"data.eval_resize to {size} or more, or lower data.crop_size")
+        return Geometry(int(size), int(resize))
+
+
+def expand_paths(spec, key: str) -> list[Path]:
+    """A path, a list of paths, or glob patterns (`runs/multirun/*/*/checkpoints/best.pt`), in sorted order."""
+    items = list(spec) if OmegaConf.is_list(spec) or isinstance(spec, list | tuple) else [spec]
+    paths: list[Path] = []
+    for item in items:
+        text = os.path.expanduser(str(item))
+        if any(ch in text for ch in "*?["):
+            matches = sorted(glob.glob(text, recursive=True))
+            if not matches:
+                raise UserError(f"{key}={item} matches no file; check the pattern (and quote it in the shell)")
+            paths += [Path(m) for m in matches]
+        else:
+            paths.append(Path(text))
+    if not paths:
+        raise UserError(f"{key}= names no file; pass a path, a list [a, b] or a glob")
+    return paths
+
+
+def load_for_eval(cfg, path: Path) -> LoadedModel:
+    """The model in `path`: a train.py checkpoint, or bare weights (torchvision's) for a *_torchvision preset.
+    What the file holds decides, not its name."""
+    content = read_weights_file(path)
+    requested = cfg.model.name if cfg.get("model") else None
+    if not is_checkpoint(content):
+        state = state_dict_in(content)
+        if state is None:
+            raise UserError(f"{path} is neither a checkpoint written by train.py nor a state dict of weights")
+        return _load_torchvision(requested, path, state)
+    state = load_checkpoint(path, required=("model", "config", "classes"))
+    saved = state["config"]
+    name = saved["model"]["name"]
+    if requested is not None and requested != name:
+        raise UserError(f"checkpoint {path} holds model {name}, not {requested}; drop model= or pass the right ckpt")
+    model = build_from_config(saved["model"])
+    use_ema = state.get("ema") is not None if cfg.ema == "auto" else bool(cfg.ema)
+    if use_ema and state.get("ema") is None:
+        raise UserError(f"checkpoint {path} has no EMA weights (trained with ema.enabled=false); use ema=false")
+    try:
+        model.load_state_dict(state["ema"]["model"] if use_ema else state["model"])
+    except RuntimeError as e:
+        raise UserError(f"checkpoint {path} does not fit model {name}: {str(e).splitlines()[0]}") from None
+    return LoadedModel(model, name, list(state["classes"]), list(state.get("class_names") or state["classes"]),
+                       saved["data"], "ema" if use_ema else "raw", path)
+
+
+def _load_torchvision(name: str | None, path: Path, state: dict) -> LoadedModel:
+    if name not in TORCHVISION_PRESETS:
+        raise UserError(f"{path} holds bare weights (torchvision's?); add model=inception_v1_torchvision "
+                        "(googlenet) or model=inception_v3_torchvision (inception_v3)")
+    model = build_model(name, aux_logits=any(k.startswith(AUX_PREFIXES) for k in state))
+    load_torchvision_weights(model, state)
+    wnids = [w for w, _ in imagenet_classes()]
+    size = INPUT_SIZE[name]
+    data_cfg = {"name": "imagenet", "root": os.environ.get("IMAGENET_ROOT"), "crop_size": size,
+                "eval_resize": round(size / 0.875), "fast_decode": True}
+    return LoadedModel(model, name, wnids, class_names(wnids), data_cfg, "torchvision", path)

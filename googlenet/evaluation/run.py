@@ -1,0 +1,303 @@
+"""evaluate.py: one model or an ensemble, 1 / 10 / 144 crops or all three, a report in the paper's Table 3 form."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sys
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+from torch.utils.data import DataLoader, Dataset
+
+from data.checks import check_bool, check_choice, check_number, get, is_int
+from data.datasets import ImageFolderDataset, collate_readable
+from data.files import check_writable_file, write_atomic
+from data.loaders import dataset_root, ignore_stop_signals
+from data.multicrop import CROP_MODES, EvalViews
+from data.samplers import EpochSampler
+
+from .. import distributed as D
+from ..errors import UserError
+from ..models.registry import PRESETS, check_input_size
+from ..runtime import build_runtime, check_runtime_config, resolve_device
+from .models import LoadedModel, expand_paths, load_for_eval
+from .passes import PassResult, ensemble_top5, run_pass
+from .probs import group_by_crops, load_probs, probs_path, recombined_hits, save_probs
+from .table import markdown_table, plot_table, table_rows, text_table
+
+
+def check_evaluation_config(cfg) -> None:
+    ckpt, probs = cfg.get("ckpt"), cfg.get("probs")
+    if not ckpt and not probs:
+        raise UserError("ckpt is required: python evaluate.py ckpt=runs/.../checkpoints/best.pt (a list or a glob "
+                        "for an ensemble; or probs=... to recombine saved probabilities)")
+    if ckpt and probs:
+        raise UserError("pass ckpt= (run the networks) or probs= (recombine saved probabilities), not both")
+    if cfg.get("model") is not None:
+        check_choice(cfg, "model.name", list(PRESETS))
+    check_choice(cfg, "crops", [*CROP_MODES, "all"])
+    check_choice(cfg, "ema", ["auto", True, False])
+    sizes = get(cfg, "ensemble_sizes")
+    if sizes is not None and sizes != "all" and (not OmegaConf.is_list(sizes) or not sizes
+                                                 or not all(is_int(k) and k >= 1 for k in sizes)):
+        raise UserError(f"ensemble_sizes={sizes} must be null (1 and all models), all, or a list such as [1, 3, 7]")
+    check_runtime_config(cfg)
+    for key, low in (("data.batch_size", 1), ("data.workers", 0), ("crop_batch", 1)):
+        check_number(cfg, key, integer=True, low=low)
+    for key in ("trainer.limit_val_batches", "data.crop_size", "data.eval_resize"):
+        check_number(cfg, key, integer=True, low=1 if "limit" in key else 16, optional=True)
+    for key in ("per_class", "save_probs", "plot"):
+        check_bool(cfg, key)
+    D.check_dist_config(cfg)
+
+
+def crop_modes(cfg) -> tuple[int, ...]:
+    return CROP_MODES if cfg.crops == "all" else (int(cfg.crops),)
+
+
+def ensemble_sizes(cfg, models: int) -> list[int]:
+    spec = cfg.get("ensemble_sizes")
+    if spec == "all":
+        return list(range(1, models + 1))
+    sizes = sorted({1, models} if spec is None else set(spec))
+    too_many = [k for k in sizes if k > models]
+    if too_many:
+        raise UserError(f"ensemble_sizes={list(spec)} asks for {max(too_many)} models but {models} were given")
+    return sizes
+
+
+def default_output(cfg, paths: list[Path]) -> Path:
+    crops = f"{cfg.crops}crop" if cfg.crops != "all" else "allcrops"
+    if len(paths) == 1 and not cfg.get("probs"):
+        return paths[0].with_name(f"{paths[0].stem}.eval-{cfg.data.val_split}-{crops}.json")
+    common = Path(os.path.commonpath([str(p.parent.resolve()) for p in paths]))
+    return common / f"ensemble{len(paths)}.eval-{cfg.data.val_split}-{crops}.json"
+
+
+class WithIndex(Dataset):
+    """(sample index, views, target, unreadable path) items: the index names the image of each row."""
+
+    def __init__(self, dataset: ImageFolderDataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        return (key[0] if isinstance(key, tuple) else key, *self.dataset[key])
+
+
+def collate_indexed(batch):
+    indices = torch.tensor([index for index, image, _, _ in batch if image is not None], dtype=torch.long)
+    views, targets, unreadable = collate_readable([item[1:] for item in batch])
+    return indices, views, targets, unreadable
+
+
+@torch.no_grad()
+def run_evaluation(cfg) -> dict:
+    """Evaluate and return the results dict (written as JSON, Markdown and PNG on rank 0)."""
+    if cfg.get("probs"):
+        return recombine(cfg)
+    device = resolve_device(cfg.trainer.device)
+    env = D.init_distributed(cfg.dist, device.type)
+    if env.enabled and device.type == "cuda":
+        device = torch.device("cuda", env.local_rank)
+    t = cfg.trainer
+    runtime = build_runtime(device, t.precision, t.channels_last, t.cudnn_benchmark)
+    try:
+        return _evaluate(cfg, runtime, env)
+    finally:
+        D.shutdown(env)
+
+
+def _load_models(cfg, paths: list[Path]) -> tuple[list[LoadedModel], list]:
+    models = [load_for_eval(cfg, p) for p in paths]
+    for m in models[1:]:
+        if m.classes != models[0].classes:
+            raise UserError(f"{m.path} was trained on other classes than {models[0].path} ({len(m.classes)} vs "
+                            f"{len(models[0].classes)}); an ensemble needs one class list")
+    geometries = [m.geometry(cfg) for m in models]
+    for m, g in zip(models, geometries):
+        if is_dataclass(getattr(m.model, "cfg", None)):  # one of our networks (tests use stand-ins)
+            check_input_size(m.name, asdict(m.model.cfg), g.size)
+    return models, geometries
+
+
+def _loader(cfg, models, geometries, modes, env, device):
+    first = models[0].data_cfg
+    data_cfg = OmegaConf.create({"name": first.get("name", "imagenet"), "root": cfg.data.root or first.get("root")})
+    root = dataset_root(data_cfg)
+    fast = cfg.data.fast_decode if cfg.data.get("fast_decode") is not None else first.get("fast_decode", True)
+    views = EvalViews(list(dict.fromkeys(geometries)), modes, fast)
+    dataset = ImageFolderDataset(root, cfg.data.val_split, views, replace_unreadable=False)
+    if dataset.classes != models[0].classes:
+        raise UserError(f"{root / cfg.data.val_split} has {len(dataset.classes)} classes but the model was trained "
+                        f"on {len(models[0].classes)} (or in another order); evaluate on the dataset it was "
+                        "trained for")
+    sampler = EpochSampler(len(dataset), shuffle=False, rank=env.rank, world_size=env.world_size, pad=False)
+    loader = DataLoader(WithIndex(dataset), batch_size=cfg.data.batch_size, sampler=sampler,
+                        num_workers=cfg.data.workers, collate_fn=collate_indexed, pin_memory=device.type == "cuda",
+                        worker_init_fn=ignore_stop_signals)
+    return root, dataset, loader
+
+
+def _evaluate(cfg, runtime, env) -> dict:
+    device, split, modes = runtime.device, cfg.data.val_split, crop_modes(cfg)
+    paths = expand_paths(cfg.ckpt, "ckpt")
+    output = check_writable_file(cfg.output or default_output(cfg, paths), "output") if env.is_main else None
+    models, geometries = _load_models(cfg, paths)
+    sizes = ensemble_sizes(cfg, len(models))
+    root, dataset, loader = _loader(cfg, models, geometries, modes, env, device)
+    networks = []
+    for m in models:
+        net = runtime.prepare(m.model).eval()
+        networks.append(torch.compile(net) if cfg.trainer.compile else net)
+    limit = cfg.trainer.limit_val_batches
+    bars = _bars(models, min(len(loader), limit or len(loader))) if env.is_main and _progress(cfg) else None
+    result = run_pass(networks, geometries, loader, modes, sizes, len(models[0].classes), runtime, env,
+                      cfg.crop_batch, keep_probs=cfg.save_probs, limit=limit, bars=bars)
+    for bar in bars or []:
+        bar.close()
+    if result.images == 0:
+        raise UserError(f"no readable images evaluated in {root / split}")
+    results = _results(cfg, models, geometries, result, root, runtime, env)
+    if env.is_main:
+        if cfg.save_probs:
+            results["probs_files"] = _save_probs(cfg, models, dataset, root, result)
+        _write(cfg, results, output, result.per_class, models[0])
+    return results
+
+
+def _progress(cfg) -> bool:
+    setting = cfg.trainer.get("progress", "auto")
+    return sys.stderr.isatty() if setting == "auto" else bool(setting)
+
+
+def _bars(models, total):
+    from tqdm import tqdm
+    return [tqdm(total=total, desc=f"model {i + 1}/{len(models)} {m.name}", position=i, unit="batch",
+                 leave=False, dynamic_ncols=True) for i, m in enumerate(models)]
+
+
+def _results(cfg, models, geometries, result: PassResult, root, runtime, env) -> dict:
+    googlenet = all(m.name.startswith("inception_v1") for m in models)
+    rows = table_rows(result.hits, result.images, result.sizes, result.modes, googlenet)
+    headline = rows[-1]  # all models, the largest crop mode
+    forward_passes = result.images * len(models) * sum(result.modes)
+    results = {
+        "models": [{"ckpt": str(m.path), "model": m.name, "weights": m.weights, "crop_size": g.size,
+                    "resize": g.resize} for m, g in zip(models, geometries)],
+        "ckpt": str(models[0].path), "model": models[0].name, "weights": models[0].weights,
+        "crop_size": geometries[0].size, "resize": geometries[0].resize,
+        "split": cfg.data.val_split, "root": str(root), "crops": cfg.crops, "images": result.images,
+        "top1": 100 - headline["top1_error"], "top5": 100 - headline["top5_error"],
+        "top1_error": headline["top1_error"], "top5_error": headline["top5_error"], "table": rows,
+        "per_model": [{"ckpt": str(m.path), "crops": crops,
+                       "top1_error": 100 - 100 * result.single[i, j, 0].item() / result.images,
+                       "top5_error": 100 - 100 * result.single[i, j, 1].item() / result.images}
+                      for i, m in enumerate(models) for j, crops in enumerate(result.modes)],
+        "images_per_sec": result.images / result.seconds, "forward_passes_per_sec": forward_passes / result.seconds,
+        "seconds": result.seconds, "unreadable": result.unreadable, "device": str(runtime.device),
+        "precision": runtime.precision, "processes": env.world_size,
+    }
+    if "paper_top5_error" in headline:
+        results["paper_top5_error"] = headline["paper_top5_error"]
+    return results
+
+
+def _write(cfg, results: dict, output: Path, per_class: torch.Tensor, first: LoadedModel) -> None:
+    title = (f"{len(results['models'])} model(s), {results['split']} split, {results['images']:,} images: "
+             f"{', '.join(sorted({m['model'] for m in results['models']}))}")
+    results["output"] = str(output)
+    results["markdown"] = str(write_atomic(output.with_suffix(".md"), markdown_table(results["table"], title)))
+    if cfg.plot:
+        results["plot"] = str(plot_table(results["table"], output.with_suffix(".png"), title))
+    if cfg.per_class:
+        rows = per_class.tolist()
+        lines = [["index", "class", "name", "images", "top1", "top5"]]
+        for k in range(len(first.classes)):
+            n = rows[0][k]
+            lines.append([k, first.classes[k], first.names[k], int(n),
+                          f"{100 * rows[1][k] / n:.2f}" if n else "", f"{100 * rows[2][k] / n:.2f}" if n else ""])
+        text = io.StringIO(newline="")
+        csv.writer(text).writerows(lines)
+        results["per_class_csv"] = str(write_atomic(output.with_suffix(".per_class.csv"), text.getvalue()))
+    write_atomic(output, json.dumps(results, indent=2) + "\n")
+
+
+def _save_probs(cfg, models, dataset: ImageFolderDataset, root: Path, result: PassResult) -> list[str]:
+    samples = dataset.samples
+    written = []
+    for (m, mode), (indices, probs) in sorted(result.probs.items()):
+        images = [os.path.relpath(samples[i][0], root) for i in indices.tolist()]
+        labels = torch.tensor([samples[i][1] for i in indices.tolist()])
+        path = probs_path(models[m].path, cfg.data.val_split, mode)
+        written.append(str(save_probs(path, probs, images=images, labels=labels, classes=models[m].classes,
+                                      model=models[m].name, ckpt=str(models[m].path), crops=mode,
+                                      split=cfg.data.val_split, root=str(root))))
+    return written
+
+
+def recombine(cfg) -> dict:
+    """An ensemble from saved probabilities (probs=[...]): no network runs, the numbers equal a direct run."""
+    paths = expand_paths(cfg.probs, "probs")
+    groups = group_by_crops([(p, load_probs(p)) for p in paths])
+    modes = tuple(groups)
+    first = groups[modes[0]][0][1]
+    models = len(groups[modes[0]])
+    sizes = ensemble_sizes(cfg, models)
+    output = check_writable_file(cfg.output or default_output(cfg, [p for p, _ in groups[modes[0]]]), "output")
+    hits, single = recombined_hits(groups, sizes)
+    images = len(first["images"])
+    stacked = torch.stack([r["probs"] for _, r in groups[modes[-1]]])
+    top = ensemble_top5(stacked, [models])[0]
+    labels = first["labels"]
+    per_class = torch.zeros(3, len(first["classes"]), dtype=torch.float64)
+    per_class[0].index_add_(0, labels, torch.ones_like(labels, dtype=torch.float64))
+    per_class[1].index_add_(0, labels, top[:, 0].eq(labels).double())
+    per_class[2].index_add_(0, labels, top.eq(labels.view(-1, 1)).any(dim=1).double())
+    names = [r["model"] for _, r in groups[modes[0]]]
+    googlenet = all(n.startswith("inception_v1") for n in names)
+    rows = table_rows(hits, images, sizes, modes, googlenet)
+    results = {
+        "models": [{"ckpt": r["ckpt"], "model": r["model"], "probs": str(p)} for p, r in groups[modes[0]]],
+        "split": first["split"], "root": first["root"], "crops": cfg.crops if len(modes) == 1 else "all",
+        "images": images, "top1": 100 - rows[-1]["top1_error"], "top5": 100 - rows[-1]["top5_error"],
+        "top1_error": rows[-1]["top1_error"], "top5_error": rows[-1]["top5_error"], "table": rows,
+        "per_model": [{"ckpt": r["ckpt"], "crops": mode,
+                       "top1_error": 100 - 100 * single[i, j, 0].item() / images,
+                       "top5_error": 100 - 100 * single[i, j, 1].item() / images}
+                      for j, mode in enumerate(modes) for i, (_, r) in enumerate(groups[mode])],
+        "recombined_from": [str(p) for p in paths],
+    }
+    results["crops"] = results["crops"] if len(modes) > 1 else modes[0]
+    loaded = LoadedModel(None, names[0], list(first["classes"]), list(first["classes"]), {}, "probs")
+    _write(cfg, results, output, per_class, loaded)
+    return results
+
+
+def evaluate(cfg) -> int:
+    """evaluate.py's task: run, print the table and where the results went; the exit status."""
+    results = run_evaluation(cfg)
+    if "output" not in results:
+        return 0  # not rank 0
+    models = results["models"]
+    what = models[0]["model"] if len(models) == 1 else f"an ensemble of {len(models)} models"
+    print(f"{what}, {results['split']} split: {results['images']:,} images, crops: {results['crops']}")
+    print(text_table(results["table"]))
+    if "images_per_sec" in results:
+        print(f"{results['images_per_sec']:.1f} images/s ({results['forward_passes_per_sec']:.1f} forward passes/s) "
+              f"on {results['device']}, {results['precision']}")
+    if results.get("unreadable"):
+        shown = ", ".join(results["unreadable"][:10])
+        print(f"skipped {len(results['unreadable'])} unreadable image(s): {shown}")
+    for key in ("output", "markdown", "plot", "per_class_csv"):
+        if key in results:
+            print(f"{key}: {results[key]}")
+    for path in results.get("probs_files", []):
+        print(f"probabilities: {path}")
+    return 0
