@@ -5,8 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-import googlenet.evaluation.run
-from googlenet import evaluation
+import googlenet.evaluation.run as evaluation_run
 from googlenet.checkpoint import load_checkpoint
 from googlenet.errors import UserError
 from googlenet.config import compose_config
@@ -58,7 +57,7 @@ def test_known_model_gives_expected_top1_top5_and_json(tmp_path, monkeypatch):
     # the class-index -> prediction: make classes 4 and 5 wrong on top-1 by swapping their rows
     with torch.no_grad():
         table.weight[[4, 5]] = table.weight[[5, 4]].clone()
-    monkeypatch.setattr(evaluation.run, "load_for_eval", lambda cfg, path: _loaded(model, classes))
+    monkeypatch.setattr(evaluation_run, "load_for_eval", lambda cfg, path: _loaded(model, classes))
     results = run_evaluation(_eval_cfg(tmp_path, root, crops=10, per_class="true"))
     assert results["images"] == 12
     assert results["top1"] == pytest.approx(100 * 8 / 12)
@@ -95,7 +94,7 @@ def test_crops_average_probabilities_not_logits(tmp_path, monkeypatch):
         for i in range(2 if c == "c1" else 1):
             (root / "val" / c).mkdir(parents=True, exist_ok=True)
             ramp.save(root / "val" / c / f"{i}.JPEG")
-    monkeypatch.setattr(evaluation.run, "load_for_eval", lambda cfg, path: _loaded(MirrorAware(), classes))
+    monkeypatch.setattr(evaluation_run, "load_for_eval", lambda cfg, path: _loaded(MirrorAware(), classes))
     results = run_evaluation(_eval_cfg(tmp_path, root, crops=10))
     assert results["images"] == 6
     assert results["top1"] == pytest.approx(100 * 2 / 6)  # both c1 images right; logit averaging gives 1/6
