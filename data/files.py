@@ -6,6 +6,7 @@ gets the permissions a plain `open(path, "w")` would give (0644 under a 022 umas
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import tempfile
@@ -60,7 +61,7 @@ def remove_stale_temp_files(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    stale = [p for p in folder.iterdir() if p.name.startswith(".") and p.name.endswith(TEMP_SUFFIX) and p.is_file()]
+    stale = [p for p in folder.iterdir() if p.name.startswith(".") and TEMP_SUFFIX in p.name and p.is_file()]
     for p in stale:
         p.unlink(missing_ok=True)
     return stale
@@ -92,3 +93,20 @@ def check_writable_file(path: str | Path, key: str) -> Path:
             except OSError:
                 pass
     return path
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path):
+    """A temporary path beside `path` for writers that want a file name (exporters); renamed over `path` when
+    the block succeeds, removed when it fails."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # the temporary name keeps the suffix: some writers (torch.export.save) insist on it
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=TEMP_SUFFIX + path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)

@@ -125,11 +125,14 @@ def render_image(label: str, rng: random.Random) -> Image.Image:
     return img
 
 
-def generate(root: Path, seed: int = 0, counts: dict[str, int] | None = None) -> Path:
-    """Write ROOT/<split>/<class>/<i>.JPEG for every split; returns root."""
+def generate(root: Path, seed: int = 0, counts: dict[str, int] | None = None,
+             classes: tuple[str, ...] = CLASSES) -> Path:
+    """Write ROOT/<split>/<class>/<i>.JPEG for every split (and the given classes); returns root. Another seed
+    draws new images of the same classes: a held-out set."""
     counts = counts or DEFAULT_COUNTS
     for split, count in counts.items():
-        for c, label in enumerate(CLASSES):
+        for label in classes:
+            c = CLASSES.index(label)
             folder = root / split / f"{c:02d}_{label}"
             folder.mkdir(parents=True, exist_ok=True)
             for i in range(count):

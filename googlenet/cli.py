@@ -316,3 +316,15 @@ def evaluate_task(cfg: DictConfig):
         return RunResult(evaluate(cfg))
 
     return run_task(cfg, "evaluate", "evaluate.py", body)
+
+
+def predict_task(cfg: DictConfig):
+    """The task function of predict.py."""
+    from .predict import run_predict
+    return run_task(cfg, "predict", "predict.py", lambda cfg, job: RunResult(run_predict(cfg)))
+
+
+def export_task(cfg: DictConfig):
+    """The task function of export.py."""
+    from .export import run_export
+    return run_task(cfg, "export", "export.py", lambda cfg, job: RunResult(run_export(cfg)))

@@ -19,6 +19,7 @@ from data.loaders import check_data_config
 
 from .distributed import check_dist_config, launch_time
 from .ema import check_ema_config
+from .finetune import check_finetune_config
 from .errors import UserError
 from .loss import check_loss_config
 from .models.registry import check_model_config
@@ -43,6 +44,7 @@ def check_train_config(cfg) -> None:
     check_loss_config(cfg)
     check_ema_config(cfg)
     check_dist_config(cfg)
+    check_finetune_config(cfg)
     if cfg.dist.static_graph and cfg.optim.accumulate > 1:
         raise UserError("dist.static_graph=true cannot be combined with optim.accumulate>1 (DDP's static graph "
                         "asserts under no_sync, pytorch#143580); set one of them back")
@@ -53,7 +55,18 @@ def check_evaluate_config(cfg) -> None:
     check_evaluation_config(cfg)
 
 
-VALIDATORS = {"train": check_train_config, "evaluate": check_evaluate_config}
+def check_predict_config(cfg) -> None:
+    from .predict import check_predict_config as check
+    check(cfg)
+
+
+def check_export_config(cfg) -> None:
+    from .export import check_export_config as check
+    check(cfg)
+
+
+VALIDATORS = {"train": check_train_config, "evaluate": check_evaluate_config, "predict": check_predict_config,
+              "export": check_export_config}
 
 
 def first_line(e: Exception) -> str:

@@ -40,15 +40,21 @@ def scaled_lr(optim_cfg, global_batch: int) -> float:
     return optim_cfg.lr * (ratio if rule == "linear" else math.sqrt(ratio) if rule == "sqrt" else 1.0)
 
 
-def parameter_groups(model: nn.Module, weight_decay: float, no_decay_norm_bias: bool) -> list[dict]:
-    if not no_decay_norm_bias:
-        return [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": weight_decay}]
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            # 1-d tensors are biases and normalisation scales/shifts
-            (no_decay if p.ndim <= 1 else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+def parameter_groups(model: nn.Module, weight_decay: float, no_decay_norm_bias: bool,
+                     backbone_lr_mult: float = 1.0) -> list[dict]:
+    """Trainable parameters by weight decay (none on biases and norm parameters when `no_decay_norm_bias`) and,
+    when `backbone_lr_mult` != 1, by part: everything but the classifier heads gets lr x backbone_lr_mult
+    (the `lr_mult` of its group)."""
+    from .finetune import is_head
+    groups: dict[tuple[float, float], list] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        decay = 0.0 if no_decay_norm_bias and p.ndim <= 1 else weight_decay  # 1-d: biases, norm scales/shifts
+        mult = 1.0 if backbone_lr_mult == 1 or is_head(name) else float(backbone_lr_mult)
+        groups.setdefault((mult, decay), []).append(p)
+    order = sorted(groups, key=lambda key: (-key[0], -key[1]))
+    return [{"params": groups[key], "weight_decay": key[1], "lr_mult": key[0]} for key in order]
 
 
 class RMSpropTF(torch.optim.Optimizer):
@@ -90,7 +96,8 @@ class RMSpropTF(torch.optim.Optimizer):
 
 
 def build_optimizer(model: nn.Module, optim_cfg, lr: float, device_type: str = "cpu") -> torch.optim.Optimizer:
-    groups = parameter_groups(model, optim_cfg.weight_decay, optim_cfg.no_decay_norm_bias)
+    groups = parameter_groups(model, optim_cfg.weight_decay, optim_cfg.no_decay_norm_bias,
+                              optim_cfg.get("backbone_lr_mult", 1.0))
     fast = {"foreach": True} if device_type == "cuda" else {}
     if optim_cfg.name == "sgd":
         if device_type == "cuda":  # one fused kernel for the whole update

@@ -24,6 +24,7 @@ from . import distributed as D
 from .checkpoint import RunCheckpoints, load_checkpoint
 from .ema import ModelEMA
 from .errors import UserError
+from .finetune import freeze_features, keep_frozen_in_eval, load_start_weights
 from .loss import InceptionLoss, topk_correct
 from .meters import DeviceMeters, IntervalTimer
 from .models.layers import AUX_HEADS
@@ -128,6 +129,9 @@ class Trainer:
         cfg = self.cfg
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
         model = build_from_config(cfg.model)
+        if cfg.model.get("weights"):  # fine-tuning: start from other weights, with a fresh optimizer
+            self.log.info(str(load_start_weights(model, cfg.model.weights)))
+        self.frozen = freeze_features(model) if cfg.model.get("freeze") == "features" else []
         if self.env.enabled:  # then distinct dropout streams per rank
             torch.manual_seed(derive_seed(cfg.seed, "rank", self.env.rank))
             if cfg.dist.sync_bn:
@@ -219,6 +223,7 @@ class Trainer:
         t, s = self.cfg.trainer, self.state
         self.data.train.set_epoch(s.epoch, start=s.samples_in_epoch)
         self.train_model.train()
+        keep_frozen_in_eval(self.model, self.frozen)
         self.normalizer.train()
         interval, epoch = DeviceMeters(TRAIN_METERS, self.device), DeviceMeters(TRAIN_METERS, self.device)
         timer = IntervalTimer()
@@ -282,7 +287,7 @@ class Trainer:
         # the schedule's position in steps of the current epoch length (exact when the batch size is unchanged)
         lr = self.schedule(s.epoch * spe + s.samples_in_epoch * spe / (self.batches_per_epoch * self.micro_batch))
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_mult", 1.0)
         clip = self.cfg.optim.clip_grad_norm
         if clip:
             self.scaler.unscale_(self.optimizer)

@@ -24,8 +24,9 @@ FAMILIES: dict[str, tuple[type[nn.Module], type]] = {
     "googlenet": (GoogLeNet, GoogLeNetConfig),
     "factorized": (FactorizedInception, FactorizedInceptionConfig),
 }
-# Keys of a preset file that are not constructor options.
-PRESET_KEYS = ("name", "family", "input_size")
+# Keys of the model group that are not constructor options: a preset's name, family and input size, and
+# where training starts from (model.weights, model.freeze: see googlenet.finetune).
+PRESET_KEYS = ("name", "family", "input_size", "weights", "freeze")
 
 
 @dataclass(frozen=True)

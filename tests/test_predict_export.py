@@ -1,0 +1,67 @@
+"""predict.py on image files, export.py to ONNX and torch.export (requirements-export.txt for ONNX)."""
+import importlib.util
+import json
+
+import pytest
+import torch
+import torchvision
+
+from helpers import make_image, run_script
+
+
+def test_predict_names_the_top_classes_and_reports_unreadable_files(tmp_path, sample_checkpoint, sample_root):
+    photos = tmp_path / "photos"
+    for path in sorted((sample_root / "val").glob("*/*_000[0-1].JPEG"))[:3]:
+        (photos / "nested").mkdir(parents=True, exist_ok=True)
+        (photos / "nested" / path.name).write_bytes(path.read_bytes())
+    (photos / "broken.jpg").write_text("not an image")
+    result = run_script("predict.py", f"ckpt={sample_checkpoint / 'best.pt'}", f"images={photos}", "topk=5",
+                        "data.workers=0", f"output={tmp_path / 'out' / 'predictions.json'}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert lines[0].startswith(f"{photos / 'broken.jpg'}: unreadable")
+    assert len(lines) == 5 and all(line.count("%") == 5 for line in lines[1:4])  # 3 images, top-5 each
+    records = json.loads((tmp_path / "out" / "predictions.json").read_text())["images"]
+    good = [r for r in records if "predictions" in r]
+    assert len(good) == 3 and [p["rank"] for p in good[0]["predictions"]] == [1, 2, 3, 4, 5]
+    assert good[0]["predictions"][0]["name"] in {p.parent.name for p in (sample_root / "val").glob("*/*.JPEG")}
+    probabilities = [p["probability"] for p in good[0]["predictions"]]
+    assert probabilities == sorted(probabilities, reverse=True) and 0 < sum(probabilities) <= 1.0001
+    csv_rows = (tmp_path / "out" / "predictions.csv").read_text().splitlines()
+    assert csv_rows[0] == "image,rank,class,name,probability,error" and len(csv_rows) == 1 + 1 + 15
+
+
+def test_predict_with_torchvision_weights_gives_imagenet_names(tmp_path):
+    weights = tmp_path / "googlenet.pth"
+    torch.save(torchvision.models.googlenet(init_weights=True, aux_logits=False).state_dict(), weights)
+    image = make_image(tmp_path / "cat.jpg", size=(300, 240))
+    result = run_script("predict.py", f"ckpt={weights}", "model=inception_v1_torchvision", f"images={image}",
+                        "topk=3", "data.workers=0", f"output={tmp_path / 'p.json'}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    from data.classes import imagenet_classes
+    names = {name for _, name in imagenet_classes()}
+    predictions = json.loads((tmp_path / "p.json").read_text())["images"][0]["predictions"]
+    assert len(predictions) == 3 and all(p["name"] in names for p in predictions)
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "pt2"])
+def test_exports_match_the_eager_model(tmp_path, fmt, sample_checkpoint):
+    if fmt == "onnx" and importlib.util.find_spec("onnxruntime") is None:
+        pytest.skip("needs onnx, onnxscript and onnxruntime (pip install -r requirements-export.txt)")
+    tv = tmp_path / "inception_v3.pth"
+    torch.save(torchvision.models.inception_v3(init_weights=True, aux_logits=True).state_dict(), tv)
+    for name, args, size, classes in (("v1", [f"ckpt={sample_checkpoint / 'best.pt'}"], 64, 10),
+                                      ("v3", [f"ckpt={tv}", "model=inception_v3_torchvision"], 299, 1000)):
+        output = tmp_path / f"{name}.{fmt}"
+        result = run_script("export.py", *args, f"format={fmt}", f"output={output}", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert "check: a batch of 3 through the exported model" in result.stdout and "passed" in result.stdout
+        assert f"uint8 (N, 3, {size}, {size})" in result.stdout
+        images = torch.randint(0, 256, (5, 3, size, size), dtype=torch.uint8)  # yet another batch size
+        if fmt == "pt2":
+            logits = torch.export.load(output).module()(images)
+        else:
+            import onnxruntime
+            session = onnxruntime.InferenceSession(str(output), providers=["CPUExecutionProvider"])
+            logits = torch.from_numpy(session.run(None, {"images": images.numpy()})[0])
+        assert logits.shape == (5, classes) and torch.isfinite(logits).all()
