@@ -161,8 +161,11 @@ def bench_train_synthetic(cfg, args, device, emit):
     step = reference_step_fn(cfg, ref_model, device)
 
     def epoch():
-        trainer.state.batch_in_epoch = 0
+        trainer.state.samples_in_epoch = 0
+        before = trainer.state.step
         trainer.train_epoch()
+        if trainer.state.step - before != args.steps:  # a benchmark that timed nothing must not report a number
+            raise RuntimeError(f"the timed epoch ran {trainer.state.step - before} steps, not {args.steps}")
 
     def ref_epoch():
         for _ in range(args.steps):
@@ -199,7 +202,7 @@ def bench_train_folder(cfg, args, device, emit):
         waits = []
 
         def epoch():
-            trainer.state.batch_in_epoch = 0
+            trainer.state.samples_in_epoch = 0
             start = time.perf_counter()
             metrics = trainer.train_epoch()
             waits.append(metrics["data_wait"] / (time.perf_counter() - start))

@@ -34,8 +34,10 @@ def _photos():
 
 @pytest.mark.parametrize("source", ["sample set", "ImageNet photos"])
 def test_device_photometric_ops_match_pil_and_colorjitter(source):
-    """Brightness, contrast and saturation equal PIL's (what ColorJitter does on PIL images) exactly; the hue
-    shift differs by PIL's 8-bit HSV rounding: mean absolute difference below 1 level of 255."""
+    """PIL's brightness, contrast, saturation and hue (what ColorJitter does on PIL images) in one colour matrix:
+    within 2.5 levels of 255 on average without hue and 6 with it (PIL rounds to 8 bits after every step and
+    shifts the hue in HSV; measured 1.5 and 3.5 on the ImageNet photographs, 1.5 and 5.1 on the sample set's
+    saturated renderings)."""
     import random
 
     import numpy as np
@@ -48,30 +50,28 @@ def test_device_photometric_ops_match_pil_and_colorjitter(source):
     if not paths:
         pytest.skip("needs ../shared/data/imagenet-sample")
     rng = random.Random(0)
-    hue_diffs = []
+    without_hue, with_hue = [], []
     for path in paths:
         img = Image.open(path).convert("RGB").resize((96, 96))
         factors = [rng.uniform(0.6, 1.4), rng.uniform(0.6, 1.4), rng.uniform(0.6, 1.4), rng.uniform(-0.1, 0.1)]
         reference = TF.adjust_saturation(TF.adjust_contrast(TF.adjust_brightness(img, factors[0]), factors[1]),
                                          factors[2])
         batch = torch.from_numpy(np.array(img)).permute(2, 0, 1)[None]
-        no_hue = adjust_photometric(batch, torch.tensor([[*factors[:3], 0.0]]))[0].permute(1, 2, 0)
-        assert torch.equal(no_hue, torch.from_numpy(np.array(reference)))
-        with_hue = adjust_photometric(batch, torch.tensor([factors]))[0].permute(1, 2, 0).float()
-        expected = torch.from_numpy(np.array(TF.adjust_hue(reference, factors[3]))).float()
-        hue_diffs.append((with_hue - expected).abs().mean().item())
-    assert sum(hue_diffs) / len(hue_diffs) < 1.0, hue_diffs
-    neutral = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
-    assert torch.equal(adjust_photometric(neutral, torch.tensor([[1.0, 1.0, 1.0, 0.0]] * 2)), neutral)
+        for out, expected, bucket in (
+                (adjust_photometric(batch, torch.tensor([[*factors[:3], 0.0]])), reference, without_hue),
+                (adjust_photometric(batch, torch.tensor([factors])), TF.adjust_hue(reference, factors[3]), with_hue)):
+            diff = out[0].permute(1, 2, 0).float() - torch.from_numpy(np.array(expected)).float()
+            bucket.append(diff.abs().mean().item())
+    assert sum(without_hue) / len(without_hue) < 2.5 and sum(with_hue) / len(with_hue) < 6.0, (without_hue, with_hue)
 
 
-def test_device_hue_shift_matches_hsv():
-    import colorsys
-
-    from data.device_ops import shift_hue
-    torch.manual_seed(0)
-    x, shift = torch.rand(2, 3, 4, 4), torch.tensor([0.1, -0.3])
-    y = shift_hue(x, shift)
-    for b in range(2):
-        h, s, v = colorsys.rgb_to_hsv(*x[b, :, 1, 2].tolist())
-        assert y[b, :, 1, 2].tolist() == pytest.approx(colorsys.hsv_to_rgb((h + shift[b].item()) % 1, s, v), abs=1e-5)
+def test_neutral_factors_change_nothing_and_a_third_turn_of_hue_permutes_the_channels():
+    from data.device_ops import adjust_photometric
+    images = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
+    assert torch.equal(adjust_photometric(images, torch.tensor([[1.0, 1.0, 1.0, 0.0]] * 2)), images)
+    red = torch.zeros(1, 3, 2, 2, dtype=torch.uint8)
+    red[:, 0] = 200
+    green = adjust_photometric(red, torch.tensor([[1.0, 1.0, 1.0, 1 / 3]]))
+    assert green[0, :, 0, 0].tolist() == [0, 200, 0]
+    half = adjust_photometric(images, torch.tensor([[0.5, 1.0, 1.0, 0.0]] * 2))
+    assert (half.int() - (images.float() * 0.5).round().int()).abs().max() <= 0
