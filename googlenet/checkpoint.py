@@ -90,3 +90,13 @@ class RunCheckpoints:
         if keep_last > 0 and self.enabled:
             self.save(f"epoch_{epoch}.pt", checkpoint)
             (self.folder / f"epoch_{epoch - keep_last}.pt").unlink(missing_ok=True)
+
+
+class NonFiniteWeights(Exception):
+    """The weights hold NaN or inf: nothing is saved (see Trainer, which reports it as a non-finite loss)."""
+
+
+def finite(models) -> bool:
+    """Whether every floating-point tensor of the models is finite (one device sync)."""
+    tensors = [t for m in models for t in m.state_dict().values() if t.is_floating_point()]
+    return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())

@@ -177,22 +177,22 @@ def all_reduce_sum(tensor: torch.Tensor, env: DistEnv) -> torch.Tensor:
     return tensor
 
 
-def any_rank(flag: bool, env: DistEnv, device) -> bool:
-    """True on every rank if it is True on any rank (so all ranks stop at the same step)."""
+def _reduce_flag(flag: bool, env: DistEnv, device, op) -> bool:
     if not env.enabled:
         return flag
     t = torch.tensor([1 if flag else 0], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    dist.all_reduce(t, op=op)
     return bool(t.item())
+
+
+def any_rank(flag: bool, env: DistEnv, device) -> bool:
+    """True on every rank if it is True on any rank (so all ranks stop at the same step)."""
+    return _reduce_flag(flag, env, device, dist.ReduceOp.MAX)
 
 
 def all_ranks(flag: bool, env: DistEnv, device) -> bool:
     """True on every rank if it is True on every rank."""
-    if not env.enabled:
-        return flag
-    t = torch.tensor([1 if flag else 0], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MIN)
-    return bool(t.item())
+    return _reduce_flag(flag, env, device, dist.ReduceOp.MIN)
 
 
 def barrier(env: DistEnv) -> None:

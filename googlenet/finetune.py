@@ -106,3 +106,10 @@ def keep_frozen_in_eval(model: nn.Module, frozen: list[str]) -> None:
     modules = dict(model.named_modules())
     for name in frozen:
         modules[name].eval()
+
+
+def prepare_start(model: nn.Module, model_cfg, log) -> list[str]:
+    """model.weights and model.freeze on a freshly built model; returns the frozen modules' names."""
+    if model_cfg.get("weights"):
+        log.info(str(load_start_weights(model, model_cfg.weights)))
+    return freeze_features(model) if model_cfg.get("freeze") == "features" else []

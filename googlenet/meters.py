@@ -29,6 +29,13 @@ class DeviceMeters:
     def reset(self) -> None:
         self.sums.zero_()
 
+    def averages(self, env: D.DistEnv, prefix: str = "train_") -> dict[str, float]:
+        """Loss per image and top-1/top-5 accuracy in percent, over all ranks."""
+        totals = self.read(env)
+        n = max(totals["images"], 1)
+        return {f"{prefix}loss": totals["loss"] / n, f"{prefix}top1": 100 * totals["top1"] / n,
+                f"{prefix}top5": 100 * totals["top5"] / n}
+
     def read(self, env: D.DistEnv | None = None) -> dict[str, float]:
         """The sums over all ranks, as floats."""
         totals = self.sums.clone()

@@ -60,6 +60,15 @@ def log_validation(trainer: Trainer, results: dict[str, dict[str, float]]) -> No
         trainer.log.scalars({f"{prefix}/{k}": v for k, v in values.items() if k != "images"}, trainer.state.step)
 
 
+def log_epoch(trainer: Trainer, metrics: dict[str, float]) -> None:
+    """The end of an epoch: its time, the unreadable files met, and the epoch line."""
+    trainer.log.scalars({"time/epoch_seconds": metrics["epoch_time"]}, trainer.state.step)
+    report_skipped(trainer, sorted(set(trainer.skipped)), "replaced")
+    trainer.skipped = []
+    trainer.log.info(epoch_line(trainer, metrics))
+    trainer.log.flush()
+
+
 def epoch_line(trainer: Trainer, metrics: dict[str, float]) -> str:
     s = trainer.state
     line = [f"epoch {s.epoch}/{trainer.cfg.trainer.epochs}", f"train loss {metrics['train_loss']:.4f}",

@@ -45,3 +45,11 @@ class RunLock:
 def clean_leftovers(run_dir: Path) -> list[Path]:
     """Temporary files that a killed save left behind (checkpoints are written to a temp name, then renamed)."""
     return remove_stale_temp_files(run_dir / "checkpoints") + remove_stale_temp_files(run_dir)
+
+
+def refuse_existing_checkpoints(run_dir: Path, overwrite: bool) -> None:
+    """A fresh run must not silently replace the checkpoints of the run that used its directory before."""
+    existing = sorted(p.name for p in (run_dir / "checkpoints").glob("*.pt"))
+    if existing and not overwrite:
+        raise UserError(f"{run_dir} already holds checkpoints ({', '.join(existing)}); continue that run with "
+                        "resume=auto, or pass trainer.overwrite=true to replace them")

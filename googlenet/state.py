@@ -27,6 +27,11 @@ class RunState:
     def is_better(self, value: float, lower_is_better: bool) -> bool:
         return self.best is None or (value < self.best if lower_is_better else value > self.best)
 
+    def position(self, steps_per_epoch: int, samples_per_epoch: int) -> float:
+        """Optimizer steps so far, counted in the current epoch length: what the lr schedule reads (exact when the
+        batch size never changed; a changed batch size moves along the same curve by epochs)."""
+        return self.epoch * steps_per_epoch + self.samples_in_epoch * steps_per_epoch / samples_per_epoch
+
 
 @dataclass
 class RunResult:
@@ -114,6 +119,23 @@ def check_resumable(checkpoint: dict, path: Path, cfg, classes: list[str]) -> No
     if seed is not None and seed != cfg.seed:
         raise UserError(f"checkpoint {path} was trained with seed={seed}; resume with seed={seed} (the seed fixes "
                         "the order of the samples and every random crop) or start a new run")
+
+
+def resume_from(path: Path, cfg, classes: list[str], *, model, ema, optimizer, scaler, env: D.DistEnv,
+                device: torch.device) -> tuple[RunState, list[str]]:
+    """Load a checkpoint into a run built from `cfg` (after the checks): its position, and notes for the log."""
+    from .checkpoint import load_checkpoint
+    checkpoint = load_checkpoint(path, required=RESUME_KEYS)
+    check_resumable(checkpoint, path, cfg, classes)
+    state, notes = apply_checkpoint(checkpoint, path, model=model, ema=ema, optimizer=optimizer, scaler=scaler)
+    rngs = checkpoint["rng"] if isinstance(checkpoint["rng"], list) else [checkpoint["rng"]]
+    if len(rngs) == env.world_size:  # the exact random streams of every rank
+        restore_rng(rngs[env.rank], device)
+    else:
+        from .runtime import derive_seed
+        torch.manual_seed(derive_seed(cfg.seed, "rank", env.rank, state.step))
+        notes.append(f"{len(rngs)} process(es) wrote it, {env.world_size} resume it: new random streams")
+    return state, notes
 
 
 def apply_checkpoint(checkpoint: dict, path: Path, *, model, ema, optimizer, scaler) -> tuple[RunState, list[str]]:

@@ -42,6 +42,13 @@ class StopRequest:
             signal.signal(sig, handler)
         self._previous.clear()
 
+    def due(self, step: int, every: int, env: D.DistEnv, device) -> bool:
+        """Between optimizer steps: stop now? Under DDP the ranks agree once every `every` steps (where the loop
+        syncs anyway), so that all stop at the same step."""
+        if not env.enabled:
+            return self.requested
+        return step % every == 0 and self.agreed(env, device)
+
     def agreed(self, env: D.DistEnv, device) -> bool:
         """True on every rank when any rank was asked to stop (one collective under DDP)."""
         return D.any_rank(self.requested, env, device)

@@ -6,7 +6,6 @@ holds), `meters` (device-side sums), `stopping` (signals), `runlog` (console, tr
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from pathlib import Path
@@ -17,25 +16,25 @@ from omegaconf import open_dict
 from torch import nn
 
 from data.checks import check_bool, check_choice, check_number
-from data.device_ops import BatchNormalizer, adjust_photometric
+from data.device_ops import BatchNormalizer
 from data.loaders import build_data
 
 from . import distributed as D
-from .checkpoint import RunCheckpoints, load_checkpoint
+from .checkpoint import RunCheckpoints, finite
 from .ema import ModelEMA
 from .errors import UserError
-from .finetune import freeze_features, keep_frozen_in_eval, load_start_weights
-from .loss import InceptionLoss, topk_correct
+from .finetune import keep_frozen_in_eval, prepare_start
 from .meters import DeviceMeters, IntervalTimer
 from .models.layers import AUX_HEADS
 from .models.registry import build_from_config
 from .optim import build_optimizer, scaled_lr
-from .report import describe, epoch_line, log_image_grid, log_interval, log_validation, report_skipped, write_hparams
+from .report import describe, log_epoch, log_image_grid, log_interval, log_validation, report_skipped, write_hparams
 from .runlog import RunLog
-from .rundir import RunLock, clean_leftovers
+from .rundir import RunLock, clean_leftovers, refuse_existing_checkpoints
 from .runtime import SEED_LIMIT, build_runtime, derive_seed, resolve_device, seed_everything
 from .schedule import LRSchedule
-from .state import RunResult, RunState, apply_checkpoint, check_resumable, make_checkpoint, restore_rng, resume_path
+from .state import RunResult, RunState, make_checkpoint, resume_from, resume_path
+from .step import TrainStep
 from .stopping import StopRequest, TrainingInterrupted
 from .validation import validate_models
 
@@ -94,8 +93,6 @@ class Trainer:
             self.close()  # the lock, the log files and the process group of a run that never started
             raise
 
-    # ------------------------------------------------------------------------------------------- set-up
-
     def build_runtime(self) -> None:
         t = self.cfg.trainer
         device = resolve_device(t.device)
@@ -122,16 +119,12 @@ class Trainer:
             with open_dict(cfg):
                 cfg.data.num_classes = cfg.model.num_classes = len(self.data.classes)
         self.normalizer = BatchNormalizer(cfg.data.augment.lighting, self.runtime.channels_last).to(self.device)
-        augment = cfg.data.augment
-        self.photometric = any(augment.get(k, 0) > 0 for k in ("brightness", "contrast", "saturation", "hue"))
 
     def build_model(self) -> None:
         cfg = self.cfg
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
         model = build_from_config(cfg.model)
-        if cfg.model.get("weights"):  # fine-tuning: start from other weights, with a fresh optimizer
-            self.log.info(str(load_start_weights(model, cfg.model.weights)))
-        self.frozen = freeze_features(model) if cfg.model.get("freeze") == "features" else []
+        self.frozen = prepare_start(model, cfg.model, self.log)  # fine-tuning: weights to start from, frozen part
         if self.env.enabled:  # then distinct dropout streams per rank
             torch.manual_seed(derive_seed(cfg.seed, "rank", self.env.rank))
             if cfg.dist.sync_bn:
@@ -152,35 +145,24 @@ class Trainer:
         self.batches_per_epoch = batches_per_epoch(len(self.data.train), cfg.trainer.limit_train_batches,
                                                    cfg.optim.accumulate)
         self.steps_per_epoch = self.batches_per_epoch // cfg.optim.accumulate
-        self.schedule = LRSchedule(cfg.schedule, self.peak_lr, self.steps_per_epoch, cfg.trainer.epochs)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.runtime.precision == "fp16")
-        self.criterion = InceptionLoss(cfg.loss.aux_weight, cfg.loss.label_smoothing)
+        self.train_step = TrainStep(
+            cfg, model=self.model, train_model=self.train_model, normalizer=self.normalizer, runtime=self.runtime,
+            env=self.env, optimizer=self.optimizer, scaler=self.scaler, ema=self.ema,
+            schedule=LRSchedule(cfg.schedule, self.peak_lr, self.steps_per_epoch, cfg.trainer.epochs))
 
     def resume_if_asked(self) -> None:
         path = resume_path(self.cfg.resume, self.ckpt_dir, D.launched_by_a_scheduler())
         if path is None:
-            existing = sorted(p.name for p in self.ckpt_dir.glob("*.pt"))
-            if existing and not self.cfg.trainer.overwrite:
-                raise UserError(f"{self.run_dir} already holds checkpoints ({', '.join(existing)}); continue that "
-                                "run with resume=auto, or pass trainer.overwrite=true to replace them")
+            refuse_existing_checkpoints(self.run_dir, self.cfg.trainer.overwrite)
             if self.cfg.resume == "auto" or D.launched_by_a_scheduler():
                 self.log.info(f"resume=auto: no {self.ckpt_dir / 'last.pt'} yet, starting from scratch")
             return
-        checkpoint = load_checkpoint(path)
-        check_resumable(checkpoint, path, self.cfg, self.data.classes)
-        self.state, notes = apply_checkpoint(checkpoint, path, model=self.model, ema=self.ema,
-                                             optimizer=self.optimizer, scaler=self.scaler)
-        rngs = checkpoint["rng"] if isinstance(checkpoint["rng"], list) else [checkpoint["rng"]]
-        if len(rngs) == self.env.world_size:  # the exact random streams of every rank
-            restore_rng(rngs[self.env.rank], self.device)
-        else:
-            torch.manual_seed(derive_seed(self.cfg.seed, "rank", self.env.rank, self.state.step))
-            notes.append(f"{len(rngs)} process(es) wrote it, {self.env.world_size} resume it: new random streams")
+        self.state, notes = resume_from(path, self.cfg, self.data.classes, model=self.model, ema=self.ema,
+                                        optimizer=self.optimizer, scaler=self.scaler, env=self.env, device=self.device)
         s = self.state
         self.log.info(f"resumed from {path}: epoch {s.epoch + 1}, {s.samples_in_epoch} samples into it, step "
                       f"{s.step}" + "".join(f"; {note}" for note in notes))
-
-    # ------------------------------------------------------------------------------------------- the run
 
     def fit(self) -> dict[str, float]:
         describe(self)
@@ -230,21 +212,22 @@ class Trainer:
         first = index = s.samples_in_epoch // self.micro_batch  # batches already trained (at this batch size)
         start_samples = s.samples_in_epoch
         bar = self.log.bar(self.batches_per_epoch, f"epoch {s.epoch + 1}/{t.epochs}", initial=index)
-        log_grid = s.step == 0 and t.log_images
-        for images, targets, skipped, photometric in self.data.train:
+        for images, targets, skipped, factors in self.data.train:
             if index >= self.batches_per_epoch:
                 break
             timer.data_arrived()
-            images, targets = self.to_device(images, targets, skipped, photometric)
-            if log_grid:
+            self.skipped.extend(skipped)
+            images, targets = self.train_step.to_device(images, targets, factors)
+            if s.step == 0 and index == first and t.log_images:
                 log_image_grid(self, images)
-                log_grid = False
-            self.forward_backward(images, targets, index, interval)
+            self.train_step.forward_backward(images, targets, index, s.step, interval)
             timer.images += len(targets)
             index += 1
             bar.update(1)
             if index % self.cfg.optim.accumulate == 0:
-                self.optimizer_step()
+                self.train_step.update(s.position(self.steps_per_epoch, self.batches_per_epoch * self.micro_batch),
+                                       s.step + 1)
+                s.step += 1
                 s.samples_in_epoch = start_samples + (index - first) * self.micro_batch
                 if s.step % t.log_every == 0 or index == self.batches_per_epoch:
                     epoch.add_from(interval)
@@ -254,50 +237,7 @@ class Trainer:
             timer.tick()
         bar.close()
         epoch.add_from(interval)
-        totals = epoch.read(self.env)
-        n = max(totals["images"], 1)
-        return {"train_loss": totals["loss"] / n, "train_top1": 100 * totals["top1"] / n,
-                "train_top5": 100 * totals["top5"] / n, "data_wait": timer.total_wait}
-
-    def to_device(self, images, targets, skipped: list[str], photometric):
-        self.skipped.extend(skipped)
-        images = images.to(self.device, non_blocking=True)
-        if photometric is not None and self.photometric:
-            images = adjust_photometric(images, photometric.to(self.device, non_blocking=True))
-        return images, targets.to(self.device, non_blocking=True)
-
-    def forward_backward(self, images, targets, index: int, meters: DeviceMeters) -> None:
-        accumulate = self.cfg.optim.accumulate
-        x = self.normalizer(images, self.lighting_generator(self.state.step * accumulate + index % accumulate))
-        last_micro = (index + 1) % accumulate == 0
-        sync = self.train_model.no_sync() if self.env.enabled and not last_micro else contextlib.nullcontext()
-        with sync:
-            with self.runtime.autocast():
-                outputs = self.train_model(x)
-            loss, terms = self.criterion(outputs, targets)
-            self.scaler.scale(loss / accumulate).backward()
-        with torch.no_grad():
-            top1, top5 = topk_correct(outputs.logits.detach(), targets)
-            n = len(targets)
-            aux = {f"loss_{k}": v * n for k, v in terms.items() if k.startswith("aux")}
-            meters.add(loss=loss.detach() * n, loss_main=terms["main"] * n, top1=top1, top5=top5, images=n, **aux)
-
-    def optimizer_step(self) -> None:
-        s, spe = self.state, self.steps_per_epoch
-        # the schedule's position in steps of the current epoch length (exact when the batch size is unchanged)
-        lr = self.schedule(s.epoch * spe + s.samples_in_epoch * spe / (self.batches_per_epoch * self.micro_batch))
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr * group.get("lr_mult", 1.0)
-        clip = self.cfg.optim.clip_grad_norm
-        if clip:
-            self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.model.parameters(), clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
-        s.step += 1
-        if self.ema and s.step % self.cfg.ema.every == 0:
-            self.ema.update(self.model)
+        return {**epoch.averages(self.env), "data_wait": timer.total_wait}
 
     def after_step(self, index: int, bar) -> None:
         """Hooks, periodic checkpoints and stop requests, between optimizer steps."""
@@ -308,26 +248,10 @@ class Trainer:
         every = self.cfg.trainer.checkpoint_every_steps
         if every and self.state.step % every == 0:
             self.save("last.pt")
-        if self.should_stop():
+        if self.stop.due(self.state.step, self.cfg.trainer.log_every, self.env, self.device):
             self.save("last.pt")
             bar.close()
             raise TrainingInterrupted()
-
-    def should_stop(self) -> bool:
-        if not self.env.enabled:
-            return self.stop.requested
-        # ranks agree once per log interval, where the loop syncs anyway, so that all stop at the same step
-        if self.state.step % self.cfg.trainer.log_every != 0:
-            return False
-        return self.stop.agreed(self.env, self.device)
-
-    def lighting_generator(self, index: int) -> torch.Generator | None:
-        if self.cfg.data.augment.lighting <= 0:
-            return None
-        seed = derive_seed(self.cfg.seed, "lighting", self.env.rank, index)
-        return torch.Generator(device=self.device).manual_seed(seed)
-
-    # ------------------------------------------------------------------------------------------ output
 
     def log_train(self, meters: DeviceMeters, timer: IntervalTimer, bar) -> None:
         # every rank sees the same totals, so a non-finite loss stops all ranks together
@@ -340,60 +264,37 @@ class Trainer:
 
     def end_epoch(self, metrics: dict[str, float]) -> None:
         s = self.state
-        self.log.scalars({"time/epoch_seconds": metrics["epoch_time"]}, s.step)
-        report_skipped(self, sorted(set(self.skipped)), "replaced")
-        self.skipped = []
-        key = self.best_key()
+        key = f"{'val_ema' if self.ema else 'val'}_{self.cfg.trainer.best_metric}"
         improved = key in metrics and s.is_better(metrics[key], key.endswith("loss"))
         if improved:
             s.best = metrics[key]
-        self.check_finite()
         self.checkpoints.save_epoch(self.checkpoint(), s.epoch, improved, self.cfg.trainer.keep_last)
-        self.log.info(epoch_line(self, metrics))
-        self.log.flush()
-
-    def best_key(self) -> str:
-        return f"{'val_ema' if self.ema else 'val'}_{self.cfg.trainer.best_metric}"
-
-    # ----------------------------------------------------------------------------------- checkpoints
+        log_epoch(self, metrics)
 
     def checkpoint(self) -> dict:
+        """The checkpoint dict of now; never of non-finite weights (every rank holds the same weights)."""
+        if not finite([self.model] + ([self.ema.module] if self.ema else [])):
+            raise NonFiniteLoss(f"the weights became non-finite at step {self.state.step}")
         return make_checkpoint(self.state, model=self.model, ema=self.ema, optimizer=self.optimizer,
                                scaler=self.scaler, cfg=self.cfg, classes=self.data.classes, names=self.data.names,
                                device=self.device, env=self.env, global_batch=self.global_batch)
 
-    def check_finite(self) -> None:
-        """No checkpoint with non-finite weights is ever written (every rank holds the same weights)."""
-        models = [self.model] + ([self.ema.module] if self.ema else [])
-        tensors = [t for m in models for t in m.state_dict().values() if t.is_floating_point()]
-        if not bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()):
-            raise NonFiniteLoss(f"the weights became non-finite at step {self.state.step} (epoch "
-                                f"{self.state.epoch + 1})")
-
     def save(self, name: str = "last.pt") -> Path | None:
-        self.check_finite()
         return self.checkpoints.save(name, self.checkpoint())
-
-    # ------------------------------------------------------------------------------------ validation
 
     def validate_all(self) -> dict[str, float]:
         """The raw weights, and the EMA weights when EMA is on: {"val_top1": ..., "val_ema_top1": ...}.
         A stop request cuts validation short (its numbers are dropped) and stops the run."""
+        def after_batch() -> bool:
+            for hook in self.hooks["val_batch"]:
+                hook(self)
+            return not self.stop.requested
         models = {"val": self.model, **({"val_ema": self.ema.module} if self.ema else {})}
-        results, skipped, complete = validate_models(
-            models, self.data.val, self.normalizer, self.runtime, self.env, self.log,
-            self.cfg.trainer.limit_val_batches, on_batch=self.after_val_batch)
-        if not D.all_ranks(complete, self.env, self.device):
-            raise TrainingInterrupted()
-        report_skipped(self, sorted(set(skipped)), "skipped")
+        results, skipped = validate_models(models, self.data.val, self.normalizer, self.runtime, self.env, self.log,
+                                           self.cfg.trainer.limit_val_batches, on_batch=after_batch)
+        report_skipped(self, skipped, "skipped")
         log_validation(self, results)
         return {f"{prefix}_{k}": v for prefix, values in results.items() for k, v in values.items()}
-
-    def after_val_batch(self) -> bool:
-        """Runs the val_batch hooks; False when validation should stop (a stop was requested)."""
-        for hook in self.hooks["val_batch"]:
-            hook(self)
-        return not self.stop.requested
 
     def close(self) -> None:
         if self.log:

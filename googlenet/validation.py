@@ -11,6 +11,7 @@ from . import distributed as D
 from .loss import topk_correct
 from .meters import DeviceMeters
 from .runtime import Runtime
+from .stopping import TrainingInterrupted
 
 VAL_METERS = ("loss", "top1", "top5", "images")
 
@@ -53,9 +54,10 @@ def validate(model: nn.Module, loader, normalizer: nn.Module, runtime: Runtime, 
 
 def validate_models(models: dict[str, nn.Module], loader, normalizer: nn.Module, runtime: Runtime, env: D.DistEnv,
                     log, limit: int | None = None, on_batch: Callable[[], bool] | None = None):
-    """`validate` each of {"val": model, "val_ema": ema_model}, with a progress bar per model; stops at the
-    first model cut short. Returns (results, skipped files, complete)."""
-    results, skipped = {}, []
+    """`validate` each of {"val": model, "val_ema": ema_model}, with a progress bar per model. Returns
+    (results per model, the unreadable files skipped). A validation that `on_batch` cut short on any rank
+    raises TrainingInterrupted on every rank: its numbers would describe part of the split."""
+    results, skipped, complete = {}, [], True
     for prefix, model in models.items():
         bar = log.bar(min(len(loader), limit or len(loader)), "validate")
         results[prefix], unreadable, complete = validate(model, loader, normalizer, runtime, env, limit, bar,
@@ -63,5 +65,7 @@ def validate_models(models: dict[str, nn.Module], loader, normalizer: nn.Module,
         bar.close()
         skipped += unreadable
         if not complete:
-            return results, skipped, False
-    return results, skipped, True
+            break
+    if not D.all_ranks(complete, env, runtime.device):
+        raise TrainingInterrupted()
+    return results, sorted(set(skipped))

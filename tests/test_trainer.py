@@ -65,12 +65,12 @@ def test_checkpoint_contents_and_mid_epoch_resume(tmp_path, tiny_folder):
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, tiny_folder, extra):
     # with a loss checked only every 100 steps, the periodic save must still refuse non-finite weights
     trainer = Trainer(_cfg(tmp_path, tiny_folder, "trainer.epochs=3", *extra))
-    criterion = trainer.criterion.forward
+    criterion = trainer.train_step.criterion.forward
 
     def poisoned(outputs, targets):
         loss, terms = criterion(outputs, targets)
         return (loss * float("nan"), terms) if trainer.state.epoch == 1 else (loss, terms)
-    trainer.criterion.forward = poisoned
+    trainer.train_step.criterion.forward = poisoned
     with pytest.raises(NonFiniteLoss, match="became"):
         trainer.fit()
     trainer.close()

@@ -1,0 +1,77 @@
+"""One training step: the batch on the device, forward and backward with the aux losses, the update.
+
+    loss = CE(main) + aux_weight * sum(CE(aux_i))   per micro-batch, scaled by 1/accumulate
+    accumulate micro-batches (DDP all-reduces only on the last), then: lr from the schedule (x lr_mult per
+    parameter group), optional clipping, the optimizer step through the gradient scaler, the EMA update.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import nn
+
+from data.device_ops import adjust_photometric
+
+from . import distributed as D
+from .loss import InceptionLoss, topk_correct
+from .meters import DeviceMeters
+from .runtime import Runtime, derive_seed
+
+
+class TrainStep:
+    def __init__(self, cfg, *, model: nn.Module, train_model: nn.Module, normalizer: nn.Module, runtime: Runtime,
+                 env: D.DistEnv, optimizer: torch.optim.Optimizer, scaler, schedule, ema):
+        self.cfg, self.model, self.train_model, self.normalizer = cfg, model, train_model, normalizer
+        self.runtime, self.env, self.optimizer, self.scaler, self.schedule, self.ema = (
+            runtime, env, optimizer, scaler, schedule, ema)
+        self.accumulate = cfg.optim.accumulate
+        self.criterion = InceptionLoss(cfg.loss.aux_weight, cfg.loss.label_smoothing)
+        augment = cfg.data.augment
+        self.photometric = any(augment.get(k, 0) > 0 for k in ("brightness", "contrast", "saturation", "hue"))
+
+    def to_device(self, images, targets, factors) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 images on the device, with the photometric distortions their loader drew applied."""
+        device = self.runtime.device
+        images = images.to(device, non_blocking=True)
+        if factors is not None and self.photometric:
+            images = adjust_photometric(images, factors.to(device, non_blocking=True))
+        return images, targets.to(device, non_blocking=True)
+
+    def lighting_generator(self, index: int) -> torch.Generator | None:
+        """PCA lighting noise drawn from a stream per rank and per batch (reproducible, distinct over ranks)."""
+        if self.cfg.data.augment.lighting <= 0:
+            return None
+        seed = derive_seed(self.cfg.seed, "lighting", self.env.rank, index)
+        return torch.Generator(device=self.runtime.device).manual_seed(seed)
+
+    def forward_backward(self, images, targets, micro: int, step: int, meters: DeviceMeters) -> None:
+        """Micro-batch `micro` (counted in the epoch) of optimizer step `step`; its sums go to `meters`."""
+        x = self.normalizer(images, self.lighting_generator(step * self.accumulate + micro % self.accumulate))
+        last_micro = (micro + 1) % self.accumulate == 0
+        sync = self.train_model.no_sync() if self.env.enabled and not last_micro else contextlib.nullcontext()
+        with sync:
+            with self.runtime.autocast():
+                outputs = self.train_model(x)
+            loss, terms = self.criterion(outputs, targets)
+            self.scaler.scale(loss / self.accumulate).backward()
+        with torch.no_grad():
+            top1, top5 = topk_correct(outputs.logits.detach(), targets)
+            n = len(targets)
+            aux = {f"loss_{k}": v * n for k, v in terms.items() if k.startswith("aux")}
+            meters.add(loss=loss.detach() * n, loss_main=terms["main"] * n, top1=top1, top5=top5, images=n, **aux)
+
+    def update(self, position: float, step: int) -> None:
+        """The optimizer step at `position` (in steps of the schedule); `step` is the count after it."""
+        lr = self.schedule(position)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr * group.get("lr_mult", 1.0)
+        clip = self.cfg.optim.clip_grad_norm
+        if clip:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.ema and step % self.cfg.ema.every == 0:
+            self.ema.update(self.model)
