@@ -11,15 +11,40 @@ import contextlib
 import torch
 from torch import nn
 
-from data.device_ops import adjust_photometric
+from data.device_ops import BatchNormalizer, adjust_photometric
 
 from . import distributed as D
+from .ema import ModelEMA
 from .loss import InceptionLoss, topk_correct
 from .meters import DeviceMeters
+from .optim import build_optimizer, scaled_lr
 from .runtime import Runtime, derive_seed
+from .schedule import LRSchedule
+
+# What a training step sums on the device (read once per log interval).
+TRAIN_METERS = ("loss", "loss_main", "loss_aux1", "loss_aux2", "top1", "top5", "images")
 
 
 class TrainStep:
+    """The training step of a model: built once per run (`build`), called per batch (`batch`)."""
+
+    @classmethod
+    def build(cls, cfg, model: nn.Module, runtime: Runtime, env: D.DistEnv, steps_per_epoch: int,
+              global_batch: int) -> "TrainStep":
+        """Optimizer (lr scaled to the global batch), schedule, gradient scaler, EMA, DDP and compile wrapping."""
+        device = runtime.device
+        peak_lr = scaled_lr(cfg.optim, global_batch)
+        train_model = D.wrap_ddp(model, env, device, cfg.dist)
+        step = cls(cfg, model=model, runtime=runtime, env=env,
+                   train_model=torch.compile(train_model) if cfg.trainer.compile else train_model,
+                   normalizer=BatchNormalizer(cfg.data.augment.lighting, runtime.channels_last).to(device),
+                   optimizer=build_optimizer(model, cfg.optim, peak_lr, device.type),
+                   scaler=torch.amp.GradScaler(device.type, enabled=runtime.precision == "fp16"),
+                   schedule=LRSchedule(cfg.schedule, peak_lr, steps_per_epoch, cfg.trainer.epochs),
+                   ema=ModelEMA(model, cfg.ema.decay) if cfg.ema.enabled else None)
+        step.peak_lr = peak_lr
+        return step
+
     def __init__(self, cfg, *, model: nn.Module, train_model: nn.Module, normalizer: nn.Module, runtime: Runtime,
                  env: D.DistEnv, optimizer: torch.optim.Optimizer, scaler, schedule, ema):
         self.cfg, self.model, self.train_model, self.normalizer = cfg, model, train_model, normalizer
@@ -60,6 +85,15 @@ class TrainStep:
             n = len(targets)
             aux = {f"loss_{k}": v * n for k, v in terms.items() if k.startswith("aux")}
             meters.add(loss=loss.detach() * n, loss_main=terms["main"] * n, top1=top1, top5=top5, images=n, **aux)
+
+    def batch(self, images, targets, micro: int, step: int, position: float, meters: DeviceMeters) -> bool:
+        """One micro-batch (already on the device): forward and backward, and the update when it completes an
+        optimizer step (True then). `micro` counts batches in the epoch, `step` optimizer steps so far."""
+        self.forward_backward(images, targets, micro, step, meters)
+        if (micro + 1) % self.accumulate:
+            return False
+        self.update(position, step + 1)
+        return True
 
     def update(self, position: float, step: int) -> None:
         """The optimizer step at `position` (in steps of the schedule); `step` is the count after it."""

@@ -16,29 +16,24 @@ from omegaconf import open_dict
 from torch import nn
 
 from data.checks import check_bool, check_choice, check_number
-from data.device_ops import BatchNormalizer
 from data.loaders import build_data
 
 from . import distributed as D
 from .checkpoint import RunCheckpoints, finite
-from .ema import ModelEMA
 from .errors import UserError
 from .finetune import keep_frozen_in_eval, prepare_start
 from .meters import DeviceMeters, IntervalTimer
 from .models.layers import AUX_HEADS
 from .models.registry import build_from_config
-from .optim import build_optimizer, scaled_lr
 from .report import describe, log_epoch, log_image_grid, log_interval, log_validation, report_skipped, write_hparams
 from .runlog import RunLog
 from .rundir import RunLock, clean_leftovers, refuse_existing_checkpoints
 from .runtime import SEED_LIMIT, build_runtime, derive_seed, resolve_device, seed_everything
-from .schedule import LRSchedule
 from .state import RunResult, RunState, make_checkpoint, resume_from, resume_path
-from .step import TrainStep
+from .step import TRAIN_METERS, TrainStep
 from .stopping import StopRequest, TrainingInterrupted
 from .validation import validate_models
 
-TRAIN_METERS = ("loss", "loss_main", "loss_aux1", "loss_aux2", "top1", "top5", "images")
 
 
 class NonFiniteLoss(Exception):
@@ -118,7 +113,6 @@ class Trainer:
         if cfg.data.num_classes is None:  # data=folder: as many classes as class folders
             with open_dict(cfg):
                 cfg.data.num_classes = cfg.model.num_classes = len(self.data.classes)
-        self.normalizer = BatchNormalizer(cfg.data.augment.lighting, self.runtime.channels_last).to(self.device)
 
     def build_model(self) -> None:
         cfg = self.cfg
@@ -130,26 +124,19 @@ class Trainer:
             if cfg.dist.sync_bn:
                 model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = self.runtime.prepare(model)
-        self.ema = ModelEMA(self.model, cfg.ema.decay) if cfg.ema.enabled else None
         self.num_aux = sum(getattr(model, name, None) is not None for name in AUX_HEADS)
-        self.train_model = D.wrap_ddp(self.model, self.env, self.device, cfg.dist)
-        if cfg.trainer.compile:
-            self.train_model = torch.compile(self.train_model)
 
     def build_optimization(self) -> None:
         cfg = self.cfg
         self.micro_batch = cfg.data.batch_size * self.env.world_size  # images per batch, all ranks
         self.global_batch = self.micro_batch * cfg.optim.accumulate
-        self.peak_lr = scaled_lr(cfg.optim, self.global_batch)
-        self.optimizer = build_optimizer(self.model, cfg.optim, self.peak_lr, self.device.type)
         self.batches_per_epoch = batches_per_epoch(len(self.data.train), cfg.trainer.limit_train_batches,
                                                    cfg.optim.accumulate)
         self.steps_per_epoch = self.batches_per_epoch // cfg.optim.accumulate
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.runtime.precision == "fp16")
-        self.train_step = TrainStep(
-            cfg, model=self.model, train_model=self.train_model, normalizer=self.normalizer, runtime=self.runtime,
-            env=self.env, optimizer=self.optimizer, scaler=self.scaler, ema=self.ema,
-            schedule=LRSchedule(cfg.schedule, self.peak_lr, self.steps_per_epoch, cfg.trainer.epochs))
+        step = self.train_step = TrainStep.build(cfg, self.model, self.runtime, self.env, self.steps_per_epoch,
+                                                 self.global_batch)
+        self.optimizer, self.scaler, self.ema, self.peak_lr = step.optimizer, step.scaler, step.ema, step.peak_lr
+        self.train_model, self.normalizer = step.train_model, step.normalizer
 
     def resume_if_asked(self) -> None:
         path = resume_path(self.cfg.resume, self.ckpt_dir, D.launched_by_a_scheduler())
@@ -220,13 +207,12 @@ class Trainer:
             images, targets = self.train_step.to_device(images, targets, factors)
             if s.step == 0 and index == first and t.log_images:
                 log_image_grid(self, images)
-            self.train_step.forward_backward(images, targets, index, s.step, interval)
+            position = s.position(self.steps_per_epoch, self.batches_per_epoch * self.micro_batch)
+            stepped = self.train_step.batch(images, targets, index, s.step, position, interval)
             timer.images += len(targets)
             index += 1
             bar.update(1)
-            if index % self.cfg.optim.accumulate == 0:
-                self.train_step.update(s.position(self.steps_per_epoch, self.batches_per_epoch * self.micro_batch),
-                                       s.step + 1)
+            if stepped:
                 s.step += 1
                 s.samples_in_epoch = start_samples + (index - first) * self.micro_batch
                 if s.step % t.log_every == 0 or index == self.batches_per_epoch:

@@ -7,7 +7,9 @@ Arguments `key=value` are train.py overrides (the same configs); `--` options co
 
 Measurements (each a JSON line, appended to --output when given):
 - train_synthetic: images/s of a full training step (forward with aux heads, loss, backward, optimizer
-  step, EMA if enabled) on random data made on the device, through our Trainer, and through the reference:
+  step, EMA if enabled) on random data made on the device, through our training step (googlenet.step.TrainStep,
+  built and called as the Trainer does, with its device-side meters read once per log interval), and through
+  the reference:
   torchvision's googlenet / inception_v3 in a plain loop as in torchvision's reference classification
   script (float input, `loss.item()` every step), same device, batch and precision; the ratio of the two.
 - train_folder (with --folder): images/s end to end from JPEG files (our pipeline vs ImageFolder +
@@ -41,9 +43,12 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from googlenet.config import compose_config  # noqa: E402
 from googlenet.errors import UserError  # noqa: E402
-from googlenet.models.registry import build_model, model_options  # noqa: E402
+from data.loaders import build_data  # noqa: E402
+from googlenet.distributed import DistEnv  # noqa: E402
+from googlenet.meters import DeviceMeters  # noqa: E402
+from googlenet.models.registry import build_from_config, build_model, model_options  # noqa: E402
 from googlenet.runtime import PRECISIONS, build_runtime, resolve_device  # noqa: E402
-from googlenet.trainer import Trainer  # noqa: E402
+from googlenet.step import TRAIN_METERS, TrainStep  # noqa: E402
 
 # Dense peak TFLOP/s by device name fragment: (bf16/fp16 tensor cores, tf32 tensor cores, plain fp32).
 PEAK_TFLOPS = {
@@ -149,36 +154,60 @@ def reference_step_fn(cfg, model, device):
 
 # ----------------------------------------------------------------------------------------------- modes
 
+def our_training(cfg, device):
+    """The training step our Trainer runs (googlenet.step.TrainStep: the same build and the same per-batch call),
+    on this run's data; returns (step, loader, epoch function(steps) -> data-wait seconds)."""
+    runtime = build_runtime(device, cfg.trainer.precision, cfg.trainer.channels_last, cfg.trainer.cudnn_benchmark)
+    env = DistEnv()
+    torch.manual_seed(cfg.seed)
+    data = build_data(cfg.data, cfg.seed, device=device)
+    if cfg.data.num_classes is None:
+        cfg.data.num_classes = cfg.model.num_classes = len(data.classes)
+    model = runtime.prepare(build_from_config(cfg.model))
+    steps_per_epoch = len(data.train) // cfg.optim.accumulate
+    step = TrainStep.build(cfg, model, runtime, env, steps_per_epoch, cfg.data.batch_size * cfg.optim.accumulate)
+    meters = DeviceMeters(TRAIN_METERS, device)
+
+    def epoch(steps: int) -> float:
+        """`steps` optimizer steps, reading the meters once per trainer.log_every steps as the Trainer does."""
+        data.train.set_epoch(0)
+        step.train_model.train()
+        step.normalizer.train()
+        done, wait, tick = 0, 0.0, time.perf_counter()
+        for micro, (images, targets, _, factors) in enumerate(data.train):
+            wait += time.perf_counter() - tick
+            images, targets = step.to_device(images, targets, factors)
+            if step.batch(images, targets, micro, done, float(done), meters):
+                done += 1
+                if done % cfg.trainer.log_every == 0 or done == steps:
+                    meters.read(env)
+                    meters.reset()
+                if done == steps:
+                    return wait
+            tick = time.perf_counter()
+        raise RuntimeError(f"the loader ran out after {done} of {steps} steps; lower --steps")  # never time nothing
+    return step, data, epoch
+
+
 def bench_train_synthetic(cfg, args, device, emit):
-    cfg.data.train_batches = args.steps
+    cfg.data.train_batches = args.steps * cfg.optim.accumulate
     cfg.trainer.log_every = max(args.steps, 1)
-    trainer = Trainer(cfg)
-    trainer.log.set_console(False)  # keep the benchmark output to its own lines
+    step, _, epoch = our_training(cfg, device)
     batch = cfg.data.batch_size
     ref_model = reference_model(cfg).to(device)
     images = torch.randn(batch, 3, cfg.data.crop_size, cfg.data.crop_size, device=device)
     targets = torch.randint(0, cfg.model.num_classes, (batch,), device=device)
-    step = reference_step_fn(cfg, ref_model, device)
-
-    def epoch():
-        trainer.state.samples_in_epoch = 0
-        before = trainer.state.step
-        trainer.train_epoch()
-        if trainer.state.step - before != args.steps:  # a benchmark that timed nothing must not report a number
-            raise RuntimeError(f"the timed epoch ran {trainer.state.step - before} steps, not {args.steps}")
+    reference_step = reference_step_fn(cfg, ref_model, device)
 
     def ref_epoch():
         for _ in range(args.steps):
-            step(images, targets)
-    try:
-        seconds, ref_seconds = timed_pair(epoch, ref_epoch, device, args.warmup, args.repeats)
-        flops = train_flops_per_image(trainer.model, cfg.data.crop_size, device)
-        memory = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
-    finally:
-        trainer.close()
-    ours = batch * args.steps / seconds
+            reference_step(images, targets)
+    seconds, ref_seconds = timed_pair(lambda: epoch(args.steps), ref_epoch, device, args.warmup, args.repeats)
+    flops = train_flops_per_image(step.model, cfg.data.crop_size, device)
+    memory = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+    ours = batch * args.steps * cfg.optim.accumulate / seconds
     reference = batch * args.steps / ref_seconds
-    peak, peak_text = peak_tflops(device, trainer.runtime.precision, args.peak_tflops)
+    peak, peak_text = peak_tflops(device, step.runtime.precision, args.peak_tflops)
     mfu = ours * flops / (peak * 1e12) if peak else None
     emit({"mode": "train_synthetic", "ours_images_per_sec": ours, "reference_images_per_sec": reference,
           "ratio": ours / reference, "train_gflop_per_image": flops / 1e9, "mfu": mfu, "peak": peak_text,
@@ -194,34 +223,27 @@ def bench_train_folder(cfg, args, device, emit):
     from torchvision import datasets, transforms
 
     root = Path(args.folder)
-    trainer = Trainer(cfg)
-    trainer.log.set_console(False)
-    try:
-        steps = min(args.steps, trainer.batches_per_epoch)
-        trainer.batches_per_epoch = steps
-        waits = []
+    _, data, epoch = our_training(cfg, device)
+    steps = min(args.steps, len(data.train) // cfg.optim.accumulate)
+    waits = []
 
-        def epoch():
-            trainer.state.samples_in_epoch = 0
-            start = time.perf_counter()
-            metrics = trainer.train_epoch()
-            waits.append(metrics["data_wait"] / (time.perf_counter() - start))
-        seconds = timed(epoch, device, args.warmup, args.repeats)
-        ours = steps * cfg.data.batch_size / seconds
-    finally:
-        trainer.close()
+    def timed_epoch():
+        start = time.perf_counter()
+        waits.append(epoch(steps) / (time.perf_counter() - start))
+    seconds = timed(timed_epoch, device, args.warmup, args.repeats)
+    ours = steps * cfg.optim.accumulate * cfg.data.batch_size / seconds
     tf = transforms.Compose([transforms.RandomResizedCrop(cfg.data.crop_size), transforms.RandomHorizontalFlip(),
                              transforms.ToTensor(), transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
     dataset = datasets.ImageFolder(str(root / cfg.data.train_split), transform=tf)
     loader = DataLoader(dataset, batch_size=cfg.data.batch_size, shuffle=True, num_workers=cfg.data.workers,
                         pin_memory=device.type == "cuda", drop_last=True, persistent_workers=cfg.data.workers > 0)
-    step = reference_step_fn(cfg, reference_model(cfg).to(device), device)
+    reference_step = reference_step_fn(cfg, reference_model(cfg).to(device), device)
 
     def ref_epoch():
         for i, (images, targets) in enumerate(loader):
             if i >= steps:
                 break
-            step(images.to(device, non_blocking=True), targets.to(device, non_blocking=True))
+            reference_step(images.to(device, non_blocking=True), targets.to(device, non_blocking=True))
     reference = steps * cfg.data.batch_size / timed(ref_epoch, device, args.warmup, args.repeats)
     wait = statistics.median(waits[args.warmup:] or waits)
     emit({"mode": "train_folder", "ours_images_per_sec": ours, "reference_images_per_sec": reference,
