@@ -58,3 +58,12 @@ def photo(path: Path, size=(800, 600)) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray((base[0].permute(1, 2, 0).clamp(0, 1) * 255).byte().numpy()).save(path, quality=95)
     return path
+
+
+def installed(module: str) -> bool:
+    """Whether an optional extra is importable (find_spec raises when a parent package is missing)."""
+    import importlib.util
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False

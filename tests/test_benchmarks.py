@@ -1,10 +1,9 @@
 """Smoke runs of the benchmark scripts at tiny sizes (speed itself is never asserted)."""
-import importlib.util
 import json
 
 import torch
 
-from helpers import make_image, run_script
+from helpers import installed, make_image, run_script
 
 
 def test_benchmark_prints_both_loops_and_the_ratio(tmp_path):
@@ -26,7 +25,7 @@ def test_benchmark_prints_both_loops_and_the_ratio(tmp_path):
 def test_data_benchmark_on_a_flat_folder(tmp_path):
     for i in range(6):
         make_image(tmp_path / "imgs" / f"n0{i}_x.JPEG", size=(90, 70), seed=i)
-    loaders = "torchvision,pil,dali" if importlib.util.find_spec("nvidia.dali") else "torchvision,pil"
+    loaders = "torchvision,pil,dali" if installed("nvidia.dali") else "torchvision,pil"
     result = run_script("scripts/benchmark_data.py", str(tmp_path / "imgs"), "--workers", "0", "--batch-size", "3",
                         "--size", "32", "--epochs", "1", "--paper", "--loader", loaders, timeout=120)
     assert result.returncode == 0, result.stderr

@@ -1,6 +1,4 @@
 """data.loader=dali on the CPU: the same DALI pipeline a GPU runs, with `cpu` decoding (requirements-dali.txt)."""
-import importlib.util
-
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -8,9 +6,9 @@ from omegaconf import OmegaConf
 from googlenet.checkpoint import load_checkpoint
 from googlenet.config import compose_config
 from googlenet.trainer import train
-from helpers import ROOT, make_folder, tiny_overrides
+from helpers import ROOT, installed, make_folder, tiny_overrides
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("nvidia.dali") is None,
+pytestmark = pytest.mark.skipif(not installed("nvidia.dali"),
                                 reason="needs NVIDIA DALI (pip install -r requirements-dali.txt)")
 
 

@@ -1,5 +1,4 @@
 """Two-process DDP runs on CPU (gloo) under torchrun."""
-import importlib.util
 import json
 import os
 import signal
@@ -11,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import make_folder
+from helpers import installed, make_folder
 from googlenet.checkpoint import load_checkpoint
 from googlenet.models import build_model
 from helpers import ROOT, run_script, tiny_overrides
@@ -187,7 +186,7 @@ def test_launcher_reports_a_failure_when_a_worker_does_not_stop_cleanly(tmp_path
     assert "not cleanly: rank 0: no report (killed or crashed); rank 1: no report" in out, out
 
 
-@pytest.mark.skipif(importlib.util.find_spec("nvidia.dali") is None, reason="needs NVIDIA DALI")
+@pytest.mark.skipif(not installed("nvidia.dali"), reason="needs NVIDIA DALI")
 def test_dali_under_two_processes_validates_every_image_once(tmp_path):
     data = make_folder(tmp_path / "ds", per_class=5)  # 15 validation images over 2 ranks: 8 + 7
     run_dir = tmp_path / "run"

@@ -1,12 +1,11 @@
 """predict.py on image files, export.py to ONNX and torch.export (requirements-export.txt for ONNX)."""
-import importlib.util
 import json
 
 import pytest
 import torch
 import torchvision
 
-from helpers import make_image, run_script
+from helpers import installed, make_image, run_script
 
 
 def test_predict_names_the_top_classes_and_reports_unreadable_files(tmp_path, sample_checkpoint, sample_root):
@@ -46,7 +45,7 @@ def test_predict_with_torchvision_weights_gives_imagenet_names(tmp_path):
 
 @pytest.mark.parametrize("fmt", ["onnx", "pt2"])
 def test_exports_match_the_eager_model(tmp_path, fmt, sample_checkpoint):
-    if fmt == "onnx" and importlib.util.find_spec("onnxruntime") is None:
+    if fmt == "onnx" and not (installed("onnxruntime") and installed("onnxscript")):
         pytest.skip("needs onnx, onnxscript and onnxruntime (pip install -r requirements-export.txt)")
     tv = tmp_path / "inception_v3.pth"
     torch.save(torchvision.models.inception_v3(init_weights=True, aux_logits=True).state_dict(), tv)

@@ -1,15 +1,14 @@
 """Hydra multirun: the basic launcher, submitit's local launcher, the Optuna sweeper (requirements-hydra.txt)."""
-import importlib.util
 import json
 
 import pytest
 import yaml
 
-from helpers import run_script
+from helpers import installed, run_script
 
 TINY_SAMPLE_RUN = ["data=sample", "trainer.epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
                    "data.crop_size=64", "data.eval_resize=73", "trainer.progress=false"]
-needs_plugin = {name: pytest.mark.skipif(importlib.util.find_spec(module) is None,
+needs_plugin = {name: pytest.mark.skipif(not installed(module),
                                          reason=f"needs {name} (pip install -r requirements-hydra.txt)")
                 for name, module in [("submitit", "hydra_plugins.hydra_submitit_launcher"),
                                      ("optuna", "hydra_plugins.hydra_optuna_sweeper")]}
