@@ -1,4 +1,4 @@
-"""The data pipeline (the lower layer: it imports nothing from `googlenet`).
+"""The data pipeline (below `googlenet`: it imports nothing from it; it uses `common`).
 
 datasets       ROOT/<split>/<class>/* folders that survive unreadable files
 transforms     the paper's training augmentation and the evaluation centre crop, per image
@@ -11,5 +11,4 @@ imaging        decoding any image file to RGB
 classes        ImageNet class order and names
 sample         the embedded sample set (data=sample)
 synthetic      random batches for compute-only benchmarks
-checks, errors, files    config checks, the user-facing error, atomic file writes
 """

@@ -29,8 +29,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .errors import UserError
-from .files import write_atomic
+from common.errors import UserError
+from common.files import write_atomic
+from common.seeds import derive_seed
+
 from .samplers import EpochSampler
 
 DALI_REQUIREMENT = "pip install -r requirements-dali.txt (nvidia-dali-cuda130; nvidia-dali-cuda120 for CUDA 12)"
@@ -102,14 +104,11 @@ def unreadable_files(split_dir: Path, paths: list[str], threads: int = 8) -> set
 
 # -------------------------------------------------------------------------------------------- pipelines
 
-def _seed(*parts) -> int:
-    return int.from_bytes(hashlib.blake2b(repr(parts).encode(), digest_size=4).digest(), "little") & 0x7FFFFFFF
-
-
 def build_pipeline(files: list[str], labels: list[int], *, train: bool, data_cfg, seed: int, device: torch.device,
                    with_windows: bool = False):
     """A DALI pipeline over `files` in that order. Outputs: images (uint8 CHW), labels, and for training the
     photometric factors (B, 4); with `with_windows`, also each crop window (anchor, shape, image shape)."""
+    from .loaders import eval_resize
     fn, types, pipeline_def, _, _ = import_dali()
     gpu = device.type == "cuda"
     decode_on = "mixed" if gpu else "cpu"
@@ -124,7 +123,7 @@ def build_pipeline(files: list[str], labels: list[int], *, train: bool, data_cfg
                                       pad_last_batch=not train)
         if not train:
             images = fn.decoders.image(jpegs, device=decode_on, output_type=types.RGB)
-            images = fn.resize(images, resize_shorter=float(_eval_resize(data_cfg)))
+            images = fn.resize(images, resize_shorter=float(eval_resize(data_cfg)))
             images = fn.crop_mirror_normalize(images, crop=(size, size), dtype=types.UINT8, output_layout="CHW")
             return images, labs
         shape = fn.peek_image_shape(jpegs)
@@ -134,7 +133,8 @@ def build_pipeline(files: list[str], labels: list[int], *, train: bool, data_cfg
                                          axis_names="HW")
         if a.random_interpolation:
             chosen = fn.random.choice([int(i) for i in interpolations])
-            images = fn.resize(images, resize_x=size, resize_y=size, interp_type=fn.cast(chosen, dtype=types.INTERP_TYPE))
+            images = fn.resize(images, resize_x=size, resize_y=size,
+                               interp_type=fn.cast(chosen, dtype=types.INTERP_TYPE))
         else:
             images = fn.resize(images, resize_x=size, resize_y=size)
         mirror = fn.random.coin_flip(probability=0.5 if a.hflip else 0.0)
@@ -155,10 +155,6 @@ def _factor(fn, amount: float, neutral: float):
     if neutral == 0.0:  # hue: a shift in turns
         return fn.random.uniform(range=[-amount, amount])
     return fn.random.uniform(range=[max(0.0, 1 - amount), 1 + amount])
-
-
-def _eval_resize(data_cfg) -> int:
-    return int(data_cfg.eval_resize or round(data_cfg.crop_size / 0.875))
 
 
 class DaliLoader:
@@ -232,7 +228,7 @@ class DaliLoader:
         _, _, _, iterator_class, last_batch = import_dali()
         files = [self.files[i] for i in order]
         labels = [self.labels[i] for i in order]
-        seed = _seed(self.seed, self.epoch, self.rank, self.start + position)
+        seed = derive_seed(self.seed, "dali", self.epoch, self.rank, self.start + position) & 0x7FFFFFFF
         pipe = build_pipeline(files, labels, train=self.train, data_cfg=self.data_cfg, seed=seed, device=self.device)
         names = ["images", "labels", "factors"] if self.train else ["images", "labels"]
         iterator = iterator_class([pipe], names, reader_name="reader", auto_reset=False,
@@ -280,7 +276,7 @@ def crop_windows(paths: list[str], data_cfg, seed: int = 0) -> np.ndarray:
     rows = []
     for _ in range(-(-len(paths) // int(data_cfg.batch_size))):
         outputs = pipe.run()
-        anchors, windows, shapes = (outputs[i] for i in (3, 4, 5))
+        windows, shapes = outputs[4], outputs[5]
         for k in range(len(windows)):
             h, w = np.array(windows.at(k))[:2]
             height, width = np.array(shapes.at(k))[:2]

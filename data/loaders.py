@@ -10,15 +10,16 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from .checks import check_bool, check_choice, check_number, check_pair
+from common.checks import check_bool, check_choice, check_number, check_pair
+from common.errors import UserError
+from common.signals import STOP_SIGNALS
+
 from .classes import class_names
 from .datasets import ImageFolderDataset, collate_readable, collate_train
-from .errors import UserError
+from .multicrop import EvalTransform
 from .samplers import EpochSampler
 from .synthetic import SyntheticLoader
-from .multicrop import EvalTransform
 from .transforms import PhotometricDistortion, TrainTransform
-
 
 DATA_NAMES = ("imagenet", "sample", "synthetic", "folder")
 
@@ -58,11 +59,8 @@ def eval_resize(data_cfg) -> int:
 
 def train_transform(data_cfg) -> TrainTransform:
     a = data_cfg.augment
-    photometric = None
-    if any(a[k] > 0 for k in ("brightness", "contrast", "saturation", "hue")):
-        photometric = PhotometricDistortion(a.brightness, a.contrast, a.saturation, a.hue)
     return TrainTransform(size=data_cfg.crop_size, scale=tuple(a.scale), ratio=tuple(a.ratio), hflip=a.hflip,
-               photometric=photometric, random_interpolation=a.random_interpolation,
+               photometric=PhotometricDistortion.from_augment(a), random_interpolation=a.random_interpolation,
                fast_decode=data_cfg.fast_decode)
 
 
@@ -84,9 +82,8 @@ def ignore_stop_signals(worker_id: int | None = None) -> None:
     (SLURM's --signal, a terminal) must not kill them before the main process has written its checkpoint.
     They still end when the main process ends: torch's workers watch their parent, and `_kill_workers_at_exit`
     covers an interpreter exit that would otherwise wait on workers that ignore multiprocessing's SIGTERM."""
-    for name in ("SIGTERM", "SIGINT", "SIGUSR1"):
-        if hasattr(signal, name):
-            signal.signal(getattr(signal, name), signal.SIG_IGN)
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def _kill_workers_at_exit() -> None:

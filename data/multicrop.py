@@ -20,7 +20,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-
 from PIL import Image
 
 from .imaging import draft_for_scale, open_image, pil_to_uint8_tensor, to_rgb

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFilter
 
-from .errors import UserError
+from common.errors import UserError
 
 CLASSES = ("circle", "square", "triangle", "star", "cross", "ring", "stripes", "checkerboard", "dots", "crescent")
 VERSION = 1

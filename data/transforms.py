@@ -59,6 +59,12 @@ class PhotometricDistortion:
     saturation: float = 0.4
     hue: float = 0.0
 
+    @classmethod
+    def from_augment(cls, augment) -> "PhotometricDistortion | None":
+        """The distortion a `data.augment` config asks for, or None when every amount is 0."""
+        amounts = [augment.get(k, 0) for k in ("brightness", "contrast", "saturation", "hue")]
+        return cls(*amounts) if any(a > 0 for a in amounts) else None
+
     def factors(self, rng: random.Random) -> tuple[float, float, float, float]:
         """(brightness, contrast, saturation, hue shift); a disabled one is neutral and draws nothing."""
         def factor(amount):

@@ -2,15 +2,15 @@
 from __future__ import annotations
 
 import pickle
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from data.files import write_atomic
+from common.errors import UserError
+from common.files import write_atomic
 
-from .errors import UserError
-
-FORMAT = "googlenet-inception/1"
+FORMAT = "googlenet-inception/2"  # /2: model.weights and model.freeze became finetune.weights / finetune.freeze
 
 
 def save_checkpoint(state: dict, path: str | Path) -> Path:
@@ -52,17 +52,70 @@ def state_dict_in(content) -> dict | None:
 def load_checkpoint(path: str | Path, required: tuple[str, ...] = ("model", "config", "classes")) -> dict:
     """A checkpoint written by train.py, with the keys the caller needs."""
     path = Path(path).expanduser()
-    content = read_weights_file(path)
+    return _checked_checkpoint(read_weights_file(path), path, required)
+
+
+def _checked_checkpoint(content, path: Path, required: tuple[str, ...]) -> dict:
+    _refuse_other_formats(content, path)
     if not is_checkpoint(content):
         if state_dict_in(content) is not None:
             raise UserError(f"{path} holds bare weights (a state dict such as torchvision's), not a train.py "
-                            f"checkpoint; to train from them pass model.weights={path}; to evaluate them pass "
+                            f"checkpoint; to train from them pass finetune.weights={path}; to evaluate them pass "
                             "model=inception_v1_torchvision or model=inception_v3_torchvision")
         raise UserError(f"{path} is not a checkpoint written by train.py")
     missing = [k for k in required if k not in content]
     if missing:
         raise UserError(f"checkpoint {path} lacks {', '.join(missing)}; it is incomplete or from another tool")
     return content
+
+
+def _refuse_other_formats(content, path: Path) -> None:
+    found = content.get("format") if isinstance(content, dict) else None
+    if isinstance(found, str) and found.startswith(FORMAT.split("/")[0] + "/") and found != FORMAT:
+        raise UserError(f"checkpoint {path} has format {found}, this version reads {FORMAT}; use the version of this "
+                        "project that wrote it (git log googlenet/checkpoint.py), or train anew")
+
+
+WEIGHT_CHOICES = ("auto", "raw", "ema")
+
+
+@dataclass
+class Weights:
+    """The tensors of a weights file that a command uses, and where they came from."""
+
+    state: dict[str, torch.Tensor]  # names as the model has them (DDP's "module." prefix removed)
+    kind: str                       # "raw" or "ema" (of a train.py checkpoint), or "state dict" (bare weights)
+    checkpoint: dict | None         # the whole train.py checkpoint (config, classes, ...); None for bare weights
+    path: Path
+
+    def __str__(self) -> str:
+        return f"{self.path} ({'EMA weights' if self.kind == 'ema' else self.kind})"
+
+
+def read_weights(path: str | Path, key: str, choice: str = "auto", what: str | None = None) -> Weights:
+    """The weights in `path` (read once): a train.py checkpoint's EMA weights (`choice` auto, when it has them;
+    or ema) or raw weights (raw), or a bare state dict such as torchvision's. `key` names the setting in
+    errors, `what` the file (default: the key)."""
+    path = Path(path).expanduser()
+    content = read_weights_file(path, what or key)
+    _refuse_other_formats(content, path)
+    if is_checkpoint(content):
+        checkpoint = _checked_checkpoint(content, path, ("model", "config", "classes"))
+        has_ema = bool(checkpoint.get("ema"))
+        use_ema = has_ema if choice == "auto" else choice == "ema"
+        if use_ema and not has_ema:
+            raise UserError(f"checkpoint {path} has no EMA weights (trained with ema.enabled=false); use weights=raw")
+        state = checkpoint["ema"]["model"] if use_ema else checkpoint["model"]
+        return Weights(_without_ddp_prefix(state), "ema" if use_ema else "raw", checkpoint, path)
+    state = state_dict_in(content)
+    if state is None:
+        raise UserError(f"{key}={path} is neither a train.py checkpoint nor a state dict of weights; save one with "
+                        "torch.save(model.state_dict(), path)")
+    return Weights(_without_ddp_prefix(state), "state dict", None, path)
+
+
+def _without_ddp_prefix(state: dict) -> dict:
+    return {k.removeprefix("module."): v for k, v in state.items()}
 
 
 class RunCheckpoints:
@@ -73,9 +126,6 @@ class RunCheckpoints:
 
     def __init__(self, folder: Path, enabled: bool = True):
         self.folder, self.enabled = Path(folder), enabled
-
-    def path(self, name: str = "last.pt") -> Path:
-        return self.folder / name
 
     def save(self, name: str, checkpoint: dict) -> Path | None:
         return save_checkpoint(checkpoint, self.folder / name) if self.enabled else None
@@ -90,10 +140,6 @@ class RunCheckpoints:
         if keep_last > 0 and self.enabled:
             self.save(f"epoch_{epoch}.pt", checkpoint)
             (self.folder / f"epoch_{epoch - keep_last}.pt").unlink(missing_ok=True)
-
-
-class NonFiniteWeights(Exception):
-    """The weights hold NaN or inf: nothing is saved (see Trainer, which reports it as a non-finite loss)."""
 
 
 def finite(models) -> bool:

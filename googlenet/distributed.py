@@ -11,8 +11,8 @@ import torch
 import torch.distributed as dist
 from omegaconf import OmegaConf
 
-from data.checks import check_bool, check_choice, check_number
-from data.errors import UserError
+from common.checks import check_bool, check_choice, check_number
+from common.errors import UserError
 
 
 def check_dist_config(cfg) -> None:

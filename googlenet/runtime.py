@@ -4,29 +4,28 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import random
 from dataclasses import dataclass
 
 import torch
 
-from data.checks import check_bool, check_choice
+from common.checks import check_bool, check_choice
+from common.errors import UserError
 
-from .errors import UserError
+from . import distributed as D
 
 PRECISIONS = {"32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-SEED_LIMIT = 2**63 - 1
 
 
-def check_runtime_config(cfg, prefix: str = "trainer") -> None:
-    """Device and precision keys (`trainer.device`, ... in training and evaluation alike)."""
-    device = str(cfg[prefix].device)
+def check_runtime_config(cfg) -> None:
+    """The `runtime` group: the same keys in every command."""
+    device = str(cfg.runtime.device)
     if device not in ("auto", "cpu", "cuda") and not (device.startswith("cuda:") and device[5:].isdigit()):
-        raise UserError(f"{prefix}.device={device!r} is not one of: auto, cpu, cuda, cuda:N")
-    check_choice(cfg, f"{prefix}.precision", ["auto", "32", "bf16", "fp16", 32])
-    check_choice(cfg, f"{prefix}.channels_last", ["auto", True, False])
-    check_bool(cfg, f"{prefix}.compile")
-    check_bool(cfg, f"{prefix}.cudnn_benchmark")
+        raise UserError(f"runtime.device={device!r} is not one of: auto, cpu, cuda, cuda:N")
+    check_choice(cfg, "runtime.precision", ["auto", "32", "bf16", "fp16", 32])
+    check_choice(cfg, "runtime.channels_last", ["auto", True, False])
+    check_bool(cfg, "runtime.compile")
+    check_bool(cfg, "runtime.cudnn_benchmark")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -35,10 +34,10 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise UserError(f"trainer.device={name} but no CUDA device is available; use trainer.device=cpu")
+            raise UserError(f"runtime.device={name} but no CUDA device is available; use runtime.device=cpu")
         device = torch.device(name)
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise UserError(f"trainer.device={name} but only {torch.cuda.device_count()} CUDA device(s) exist")
+            raise UserError(f"runtime.device={name} but only {torch.cuda.device_count()} CUDA device(s) exist")
     return torch.device(name)
 
 
@@ -64,7 +63,7 @@ def resolve_precision(name, device: torch.device) -> str:
     if name == "auto":
         return "bf16" if native_bf16(device) else "32"
     if name == "fp16" and device.type != "cuda":
-        raise UserError("trainer.precision=fp16 needs a CUDA device; use trainer.precision=bf16 on CPU")
+        raise UserError("runtime.precision=fp16 needs a CUDA device; use runtime.precision=bf16 on CPU")
     return name
 
 
@@ -111,10 +110,20 @@ def build_runtime(device: torch.device, precision, channels_last="auto", cudnn_b
     return Runtime(device, chosen, last, reason)
 
 
-def derive_seed(seed: int, *parts) -> int:
-    """A 63-bit seed for one purpose (e.g. ("dropout", rank)) derived from the run's seed."""
-    digest = hashlib.blake2b(repr((seed, *parts)).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & SEED_LIMIT
+def runtime_from_config(runtime_cfg, device: torch.device | None = None) -> Runtime:
+    """The `runtime` group's settings on `device` (default: `runtime.device`)."""
+    r = runtime_cfg
+    return build_runtime(device or resolve_device(r.device), r.precision, r.channels_last, r.cudnn_benchmark)
+
+
+def start(runtime_cfg, dist_cfg) -> tuple[D.DistEnv, Runtime]:
+    """The process's place in the job and how it runs: the `runtime.device` (this rank's GPU under DDP), the
+    process group, precision and memory format. Training and evaluation start the same way."""
+    device = resolve_device(runtime_cfg.device)
+    env = D.init_distributed(dist_cfg, device.type)
+    if env.enabled and device.type == "cuda":
+        device = torch.device("cuda", env.local_rank)
+    return env, runtime_from_config(runtime_cfg, device)
 
 
 def seed_everything(seed: int) -> None:

@@ -1,13 +1,13 @@
 """Training and evaluation speed of our loop against a plain PyTorch reference loop.
 
-    python scripts/benchmark.py model=inception_v1 trainer.device=cuda trainer.precision=bf16 \\
+    python scripts/benchmark.py model=inception_v1 runtime.device=cuda runtime.precision=bf16 \\
         data.batch_size=256 [--steps 50] [--repeats 3] [--folder ROOT] [--modes train,eval1,eval144]
 
 Arguments `key=value` are train.py overrides (the same configs); `--` options control the benchmark.
 
 Measurements (each a JSON line, appended to --output when given):
 - train_synthetic: images/s of a full training step (forward with aux heads, loss, backward, optimizer
-  step, EMA if enabled) on random data made on the device, through our training step (googlenet.step.TrainStep,
+  step, EMA if enabled) on random data made on the device, through our training step (googlenet.training.step.TrainStep,
   built and called as the Trainer does, with its device-side meters read once per log interval), and through
   the reference:
   torchvision's googlenet / inception_v3 in a plain loop as in torchvision's reference classification
@@ -41,14 +41,15 @@ import torch.nn.functional as F  # noqa: E402
 import torchvision  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from googlenet.config import compose_config  # noqa: E402
-from googlenet.errors import UserError  # noqa: E402
+from common.errors import UserError  # noqa: E402
 from data.loaders import build_data  # noqa: E402
+from googlenet.cli.config import compose_config  # noqa: E402
 from googlenet.distributed import DistEnv  # noqa: E402
-from googlenet.meters import DeviceMeters  # noqa: E402
 from googlenet.models.registry import build_from_config, build_model, model_options  # noqa: E402
 from googlenet.runtime import PRECISIONS, build_runtime, resolve_device  # noqa: E402
-from googlenet.step import TRAIN_METERS, TrainStep  # noqa: E402
+from googlenet.training.meters import DeviceMeters  # noqa: E402
+from googlenet.training.position import Position  # noqa: E402
+from googlenet.training.step import TRAIN_METERS, TrainStep  # noqa: E402
 
 # Dense peak TFLOP/s by device name fragment: (bf16/fp16 tensor cores, tf32 tensor cores, plain fp32).
 PEAK_TFLOPS = {
@@ -136,14 +137,15 @@ def reference_step_fn(cfg, model, device):
     """step(images, targets): one step of a plain loop in the style of torchvision's reference
     classification script (float input, loss read every step), at the configured precision."""
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
-    dtype = PRECISIONS[build_runtime(device, cfg.trainer.precision).precision]
+    dtype = PRECISIONS[build_runtime(device, cfg.runtime.precision).precision]
     scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
     model.train()
 
     def step(images, targets):
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             out = model(images)
-            loss = F.cross_entropy(out[0], targets) + 0.3 * sum(F.cross_entropy(a, targets) for a in out[1:] if a is not None)
+            aux = sum(F.cross_entropy(a, targets) for a in out[1:] if a is not None)
+            loss = F.cross_entropy(out[0], targets) + 0.3 * aux
         optimizer.zero_grad()
         scaler.scale(loss).backward()
         scaler.step(optimizer)
@@ -155,9 +157,9 @@ def reference_step_fn(cfg, model, device):
 # ----------------------------------------------------------------------------------------------- modes
 
 def our_training(cfg, device):
-    """The training step our Trainer runs (googlenet.step.TrainStep: the same build and the same per-batch call),
+    """The training step our Trainer runs (googlenet.training.step.TrainStep: the same build and the same per-batch call),
     on this run's data; returns (step, loader, epoch function(steps) -> data-wait seconds)."""
-    runtime = build_runtime(device, cfg.trainer.precision, cfg.trainer.channels_last, cfg.trainer.cudnn_benchmark)
+    runtime = build_runtime(device, cfg.runtime.precision, cfg.runtime.channels_last, cfg.runtime.cudnn_benchmark)
     env = DistEnv()
     torch.manual_seed(cfg.seed)
     data = build_data(cfg.data, cfg.seed, device=device)
@@ -173,19 +175,21 @@ def our_training(cfg, device):
         data.train.set_epoch(0)
         step.train_model.train()
         step.normalizer.train()
-        done, wait, tick = 0, 0.0, time.perf_counter()
-        for micro, (images, targets, _, factors) in enumerate(data.train):
+        position, wait, tick = Position(), 0.0, time.perf_counter()
+        for images, targets, _, factors in data.train:
             wait += time.perf_counter() - tick
             images, targets = step.to_device(images, targets, factors)
-            if step.batch(images, targets, micro, done, float(done), meters):
-                done += 1
+            stepped = step.batch(images, targets, position, float(position.step), meters)
+            position.after_batch(stepped, cfg.data.batch_size * cfg.optim.accumulate)
+            if stepped:
+                done = position.step
                 if done % cfg.trainer.log_every == 0 or done == steps:
                     meters.read(env)
                     meters.reset()
                 if done == steps:
                     return wait
             tick = time.perf_counter()
-        raise RuntimeError(f"the loader ran out after {done} of {steps} steps; lower --steps")  # never time nothing
+        raise RuntimeError(f"the loader ran out after {position.step} of {steps} steps; lower --steps")  # never time nothing
     return step, data, epoch
 
 
@@ -256,7 +260,7 @@ def bench_eval(cfg, args, device, emit, crops: int):
     from data.device_ops import BatchNormalizer
 
     size = cfg.data.crop_size
-    runtime = build_runtime(device, cfg.trainer.precision, cfg.trainer.channels_last, cfg.trainer.cudnn_benchmark)
+    runtime = build_runtime(device, cfg.runtime.precision, cfg.runtime.channels_last, cfg.runtime.cudnn_benchmark)
     dtype = runtime.autocast_dtype
     channels_last = runtime.channels_last
     images_per_batch = max(1, cfg.data.batch_size // crops) if crops > 1 else cfg.data.batch_size
@@ -307,11 +311,11 @@ def main(argv=None) -> int:
         with tempfile.TemporaryDirectory() as scratch:
             cfg = compose_config("train", ["data=synthetic", "trainer.progress=false", "trainer.log_images=false",
                                            *args.overrides, f"hydra.run.dir={scratch}/run"])
-            device = resolve_device(cfg.trainer.device)
+            device = resolve_device(cfg.runtime.device)
             context = {
                 "model": cfg.model.name, "batch": cfg.data.batch_size, "size": cfg.data.crop_size,
-                "precision": build_runtime(device, cfg.trainer.precision).precision, "compile": bool(cfg.trainer.compile),
-                "channels_last": str(cfg.trainer.channels_last), "device": str(device),
+                "precision": build_runtime(device, cfg.runtime.precision).precision, "compile": bool(cfg.runtime.compile),
+                "channels_last": str(cfg.runtime.channels_last), "device": str(device),
                 "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
                 or platform.machine(), "threads": torch.get_num_threads(), "torch": torch.__version__,
                 "torchvision": torchvision.__version__, "command": " ".join(sys.argv),

@@ -2,13 +2,12 @@
 import json
 
 import torch
-
 from helpers import installed, make_image, run_script
 
 
 def test_benchmark_prints_both_loops_and_the_ratio(tmp_path):
     out = tmp_path / "bench.jsonl"
-    result = run_script("scripts/benchmark.py", "model=inception_v1_torchvision", "trainer.device=cpu",
+    result = run_script("scripts/benchmark.py", "model=inception_v1_torchvision", "runtime.device=cpu",
                         "data.batch_size=2", "data.crop_size=32", "--steps", "1", "--repeats", "1",
                         "--modes", "train,eval1,eval144", "--output", str(out), timeout=180)
     assert result.returncode == 0, result.stderr

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
+from common.errors import UserError
 from googlenet.checkpoint import load_checkpoint, save_checkpoint
-from googlenet.errors import UserError
 
 
 def test_atomic_checkpoint_never_leaves_a_partial_file(tmp_path, monkeypatch):
@@ -66,5 +66,31 @@ def test_pickles_with_code_are_refused_plainly_and_incomplete_checkpoints_named(
         load_checkpoint(partial)
     bare = tmp_path / "googlenet.pth"
     torch.save({"fc.weight": torch.zeros(2, 2)}, bare)
-    with pytest.raises(UserError, match="holds bare weights .* model.weights="):
+    with pytest.raises(UserError, match="holds bare weights .* finetune.weights="):
         load_checkpoint(bare)
+
+
+def test_one_reader_picks_the_weights_a_file_holds(tmp_path):
+    from googlenet.checkpoint import FORMAT, read_weights
+    raw, ema = {"w": torch.zeros(2)}, {"w": torch.ones(2)}
+    ckpt = tmp_path / "run.pt"
+    torch.save({"format": FORMAT, "model": raw, "ema": {"model": ema}, "config": {}, "classes": []}, ckpt)
+    assert read_weights(ckpt, "ckpt").kind == "ema" and torch.equal(read_weights(ckpt, "ckpt").state["w"], ema["w"])
+    assert torch.equal(read_weights(ckpt, "ckpt", "raw").state["w"], raw["w"])
+    torch.save({"format": FORMAT, "model": raw, "ema": None, "config": {}, "classes": []}, ckpt)
+    assert read_weights(ckpt, "ckpt").kind == "raw"
+    with pytest.raises(UserError, match="has no EMA weights .* use weights=raw"):
+        read_weights(ckpt, "ckpt", "ema")
+    bare = tmp_path / "ddp.pth"
+    torch.save({"module.fc.weight": torch.zeros(2, 2)}, bare)
+    weights = read_weights(bare, "finetune.weights")
+    assert (weights.kind, list(weights.state), weights.checkpoint) == ("state dict", ["fc.weight"], None)
+
+
+def test_checkpoints_of_an_older_format_are_refused_in_one_line(tmp_path):
+    from googlenet.checkpoint import FORMAT, read_weights
+    old = tmp_path / "old.pt"
+    torch.save({"format": "googlenet-inception/1", "model": {}, "config": {}, "classes": []}, old)
+    for read in (load_checkpoint, lambda p: read_weights(p, "ckpt")):
+        with pytest.raises(UserError, match=f"has format googlenet-inception/1, this version reads {FORMAT}"):
+            read(old)

@@ -1,9 +1,9 @@
 import pytest
-
-from googlenet.cli import check_command_line
-from googlenet.config import compose_config
-from googlenet.errors import UserError
 from helpers import run_script
+
+from common.errors import UserError
+from googlenet.cli.config import compose_config
+from googlenet.cli.precheck import check_command_line
 
 
 @pytest.mark.parametrize("override, message", [
@@ -15,8 +15,8 @@ from helpers import run_script
     ("data.eval_resize=20", "data.eval_resize=20 is smaller than data.crop_size"),
     ("model=resnet", "unknown model 'resnet'; choose one of: inception_v1"),
     ("model.batch_norm=maybe", "model.batch_norm='maybe' must be true or false"),
-    ("trainer.precision=fp8", "trainer.precision='fp8' is not one of"),
-    ("trainer.device=tpu", "trainer.device='tpu'"),
+    ("runtime.precision=fp8", "runtime.precision='fp8' is not one of"),
+    ("runtime.device=tpu", "runtime.device='tpu'"),
     ("resume=/no/such/file.pt", "resume=/no/such/file.pt is not a file"),
     ("optim.lr=[", "cannot parse the override 'optim.lr=['"),
     ("seed=0,1", "seed=0,1 lists several values: that is a sweep; add -m"),
@@ -49,7 +49,7 @@ def test_bad_input_from_the_shell_exits_2_with_one_line_and_no_run_dir(tmp_path)
     for args, message in [(["optim.momentum=2"], "error: optim.momentum=2 must be <= 1"),
                           (["data=imagenet2"], "error: unknown data 'imagenet2'"),
                           (["-m", "seed=0,1", "optim.lr=-1", "data=sample"], "error: optim.lr=-1 must be > 0"),
-                          ([f"data.root={tmp_path / 'missing'}", "trainer.device=cpu"], "error: dataset root")]:
+                          ([f"data.root={tmp_path / 'missing'}", "runtime.device=cpu"], "error: dataset root")]:
         result = run_script("train.py", *args, timeout=120, cwd=tmp_path)
         assert result.returncode == 2, (args, result.stdout, result.stderr)
         lines = result.stderr.strip().splitlines()

@@ -1,12 +1,12 @@
 """data.loader=dali on the CPU: the same DALI pipeline a GPU runs, with `cpu` decoding (requirements-dali.txt)."""
 import pytest
 import torch
+from helpers import ROOT, installed, make_folder, tiny_overrides
 from omegaconf import OmegaConf
 
 from googlenet.checkpoint import load_checkpoint
-from googlenet.config import compose_config
-from googlenet.trainer import train
-from helpers import ROOT, installed, make_folder, tiny_overrides
+from googlenet.cli.config import compose_config
+from googlenet.training.trainer import train
 
 pytestmark = pytest.mark.skipif(not installed("nvidia.dali"),
                                 reason="needs NVIDIA DALI (pip install -r requirements-dali.txt)")

@@ -2,15 +2,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import ROOT, make_folder
 from omegaconf import OmegaConf
 
+from common.errors import UserError
 from data.classes import class_names, imagenet_classes
 from data.datasets import ImageFolderDataset
-from data.errors import UserError
-from data.imaging import load_rgb, UnreadableImage
+from data.imaging import UnreadableImage, load_rgb
 from data.loaders import build_data
 from data.multicrop import EvalTransform
-from helpers import ROOT, make_folder
 
 
 def data_cfg(root, **overrides):

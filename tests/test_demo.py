@@ -1,16 +1,17 @@
 import pytest
 
 from googlenet.checkpoint import load_checkpoint
-from helpers import run_script
+from googlenet.cli.config import compose_config
+from googlenet.training.trainer import train
 
 
-def test_inception_v2_runs_on_the_sample_set(tmp_path, sample_root):
-    result = run_script("train.py", "model=inception_v2", "data=sample", f"data.root={sample_root}",
-                        "trainer.limit_train_batches=2", "trainer.epochs=1", "trainer.limit_val_batches=1",
-                        f"hydra.run.dir={tmp_path / 'run'}", timeout=300)
-    assert result.returncode == 0, result.stderr
+def test_inception_v2_runs_on_the_sample_set(tmp_path, sample_root, capsys):
+    result = train(compose_config("train", ["model=inception_v2", "data=sample", f"data.root={sample_root}",
+                                            "trainer.limit_train_batches=2", "trainer.epochs=1",
+                                            "trainer.limit_val_batches=1", f"hydra.run.dir={tmp_path / 'run'}"]))
+    assert result.exit_code == 0
     assert (tmp_path / "run" / "checkpoints" / "last.pt").is_file()
-    assert "epoch 1/1" in result.stdout
+    assert "epoch 1/1" in capsys.readouterr().out
 
 
 @pytest.mark.slow

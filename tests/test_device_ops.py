@@ -23,10 +23,12 @@ def test_normalizer_and_lighting_noise():
 
 def _photos():
     """Real photographs when the shared ImageNet sample is beside the repo; the embedded sample set always."""
-    from data.sample import ensure_sample_data
-    from helpers import SHARED_SAMPLE
     import glob
     import os
+
+    from helpers import SHARED_SAMPLE
+
+    from data.sample import ensure_sample_data
     sample = sorted(glob.glob(os.path.join(ensure_sample_data(), "val", "*", "*_000[0-2].JPEG")))
     real = sorted(SHARED_SAMPLE.glob("*.JPEG"))[:30] if SHARED_SAMPLE.is_dir() else []
     return sample, real

@@ -1,4 +1,5 @@
 """Two-process DDP runs on CPU (gloo) under torchrun."""
+import contextlib
 import json
 import os
 import signal
@@ -9,11 +10,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import ROOT, installed, make_folder, tiny_overrides
 
-from helpers import installed, make_folder
 from googlenet.checkpoint import load_checkpoint
+from googlenet.cli.config import compose_config
+from googlenet.evaluation import run_evaluation
 from googlenet.models import build_model
-from helpers import ROOT, run_script, tiny_overrides
+from googlenet.training.trainer import train
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
 
@@ -31,16 +34,28 @@ def torchrun(*args, nproc=2, extra_launcher=(), cwd=ROOT, popen=False, timeout=3
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+@contextlib.contextmanager
+def one_thread():
+    """This process computes with one thread, as each torchrun worker here does."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _no_run_dir(overrides):
     return [o for o in overrides if not o.startswith("hydra.run.dir=")]
 
 
 def test_two_processes_match_one_process_with_double_batch(tmp_path, tiny_folder):
-    common = ["trainer.epochs=2", "ema.enabled=true", "trainer.precision=32", *NO_RANDOMNESS]
+    common = ["trainer.epochs=2", "ema.enabled=true", "runtime.precision=32", *NO_RANDOMNESS]
     # one thread per process in both runs: CPU conv kernels give different rounding for other thread counts
-    single = run_script("train.py", *tiny_overrides(tiny_folder, tmp_path / "single", *common, "data.batch_size=4"),
-                        env={"OMP_NUM_THREADS": "1"})
-    assert single.returncode == 0, single.stderr
+    with one_thread():
+        single = train(compose_config("train", tiny_overrides(tiny_folder, tmp_path / "single", *common,
+                                                              "data.batch_size=4")))
+    assert single.exit_code == 0
     # the DDP run uses the default, time-stamped run directory: all ranks must agree on one
     ddp = torchrun(*_no_run_dir(tiny_overrides(tiny_folder, "unused", *common)), cwd=tmp_path)
     assert ddp.returncode == 0, ddp.stdout + ddp.stderr
@@ -75,13 +90,14 @@ def test_two_processes_match_one_process_with_double_batch(tmp_path, tiny_folder
     state = torch.load(ckpt, weights_only=True)
     state["ema"] = None
     torch.save(state, raw)
-    args = [f"ckpt=[{ckpt},{raw}]", "crops=all", "data.workers=0", "trainer.precision=32", "save_probs=true"]
+    args = [f"ckpt=[{ckpt},{raw}]", "crops=all", "data.workers=0", "runtime.precision=32", "save_probs=true"]
     for name in ("one", "two"):
-        if name == "one":
-            result = run_script("evaluate.py", *args, f"output={tmp_path / 'one.json'}")
+        if name == "one":  # in this process: evaluate.py's command line is tested in test_evaluate.py
+            with one_thread():
+                run_evaluation(compose_config("evaluate", [*args, f"output={tmp_path / 'one.json'}"]))
         else:
             result = torchrun(*args, f"output={tmp_path / 'two.json'}", script="evaluate.py")
-        assert result.returncode == 0, result.stdout + result.stderr
+            assert result.returncode == 0, result.stdout + result.stderr
         (tmp_path / f"{name}.probs").mkdir()
         for path in [*ckpt.parent.glob("last.*.probs.pt"), *tmp_path.glob("raw.*.probs.pt")]:
             path.rename(tmp_path / f"{name}.probs" / path.name)
@@ -118,7 +134,7 @@ def _wait_for(path, proc, seconds=180):
 def test_killed_worker_is_restarted_from_last_checkpoint(tmp_path):
     data = make_folder(tmp_path / "ds", per_class=8)  # 24 images: 6 steps per epoch on 2 ranks of batch 2
     run_dir = tmp_path / "run"
-    args = tiny_overrides(data, run_dir, "trainer.epochs=12", "trainer.checkpoint_every_steps=2",
+    args = tiny_overrides(data, run_dir, "trainer.epochs=3", "trainer.checkpoint_every_steps=3",
                           "trainer.limit_val_batches=1")
     proc = torchrun(*args, extra_launcher=["--max-restarts=1"], popen=True)
     _wait_for(run_dir / "checkpoints" / "last.pt", proc)
@@ -128,15 +144,15 @@ def test_killed_worker_is_restarted_from_last_checkpoint(tmp_path):
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out
     state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
-    assert state["epoch"] == 12 and state["step"] == 12 * 6
+    assert state["epoch"] == 3 and state["step"] == 3 * 6
     log = (run_dir / "train.log").read_text()
-    assert "resumed from" in log and log.count("epoch 12/12") == 1
+    assert "resumed from" in log and log.count("epoch 3/3") == 1
 
 
 def test_sigterm_to_the_launchers_group_saves_and_resume_finishes(tmp_path, tiny_folder):
     run_dir = tmp_path / "run"
     args = tiny_overrides(tiny_folder, run_dir, "trainer.epochs=500", "trainer.limit_val_batches=1", "data.workers=1")
-    proc = torchrun(*args, popen=True, launcher="googlenet.launch")  # torchrun with a truthful exit status
+    proc = torchrun(*args, popen=True, launcher="googlenet.cli.launch")  # torchrun with a truthful exit status
     _wait_for(run_dir / "checkpoints" / "last.pt", proc)
     time.sleep(0.5)  # now mid-epoch
     os.killpg(proc.pid, signal.SIGTERM)  # launcher, workers and their loader workers alike
@@ -147,8 +163,10 @@ def test_sigterm_to_the_launchers_group_saves_and_resume_finishes(tmp_path, tiny
     state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
     assert 1 <= state["epoch"] < 500
     done = state["epoch"] + 1
-    finish = torchrun(*args[:-3], f"trainer.epochs={done}", "trainer.limit_val_batches=1")
-    assert finish.returncode == 0, finish.stdout + finish.stderr
+    # resumed here in one process (a resume under torchrun: the killed-worker test above)
+    finish = train(compose_config("train", [*args[:-3], f"trainer.epochs={done}", "trainer.limit_val_batches=1",
+                                            "resume=auto"]))
+    assert finish.exit_code == 0
     assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["epoch"] == done
 
 
@@ -169,14 +187,14 @@ def test_rank_and_world_size_from_torchrun_submitit_and_slurm_variables():
     # inside an allocation but not in an srun step (e.g. `python train.py` in an sbatch script): one process
     assert not detect_env({"SLURM_NTASKS": "8", "SLURM_PROCID": "0", "SLURM_JOB_ID": "5"}).enabled
     assert not detect_env({}).enabled
-    from googlenet.errors import UserError
+    from common.errors import UserError
     with pytest.raises(UserError, match="WORLD_SIZE='abc' is not an integer"):
         detect_env({"WORLD_SIZE": "abc"})
 
 
 def test_launcher_reports_a_failure_when_a_worker_does_not_stop_cleanly(tmp_path):
     # workers that die of the signal (here `sleep`) report nothing: the launcher must not claim success
-    cmd = [sys.executable, "-m", "googlenet.launch", "--standalone", "--nproc_per_node=2", "--no-python", "sleep", "60"]
+    cmd = [sys.executable, "-m", "googlenet.cli.launch", "--standalone", "--nproc_per_node=2", "--no-python", "sleep", "60"]
     proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     time.sleep(5)

@@ -1,6 +1,6 @@
 import torch
 
-from googlenet.ema import ModelEMA
+from googlenet.training.ema import ModelEMA
 
 
 def test_ema_math_and_batch_norm_buffers():

@@ -3,15 +3,15 @@ import json
 
 import pytest
 import torch
+from helpers import make_folder, make_image, tiny_overrides
 from PIL import Image
 from torch import nn
 
 import googlenet.evaluation.run as evaluation_run
-from googlenet.config import compose_config
-from googlenet.errors import UserError
+from common.errors import UserError
+from googlenet.cli.config import compose_config
 from googlenet.evaluation import LoadedModel, run_evaluation
-from googlenet.trainer import train
-from helpers import make_folder, make_image, tiny_overrides
+from googlenet.training.trainer import train
 
 
 class ConstantModel(nn.Module):
@@ -27,8 +27,8 @@ class ConstantModel(nn.Module):
 
 
 def _evaluate(tmp_path, *args, name="out.json"):
-    return run_evaluation(compose_config("evaluate", [*args, "data.workers=0", "trainer.device=cpu",
-                                                      "trainer.precision=32", f"output={tmp_path / name}"]))
+    return run_evaluation(compose_config("evaluate", [*args, "data.workers=0", "runtime.device=cpu",
+                                                      "runtime.precision=32", f"output={tmp_path / name}"]))
 
 
 def test_models_are_combined_by_averaging_their_probabilities(tmp_path, monkeypatch):

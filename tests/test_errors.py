@@ -1,15 +1,15 @@
 """Bad input that used to end in a traceback: each is one line naming the problem and the fix."""
 import pytest
 import torch
-
-from googlenet.checkpoint import FORMAT
-from googlenet.cli import check_command_line
-from googlenet.config import compose_config
-from googlenet.distributed import detect_env
-from googlenet.errors import UserError
-from googlenet.evaluation import run_evaluation
-from googlenet.trainer import Trainer, train
 from helpers import make_folder, tiny_overrides
+
+from common.errors import UserError
+from googlenet.checkpoint import FORMAT
+from googlenet.cli.config import compose_config
+from googlenet.cli.precheck import check_command_line
+from googlenet.distributed import detect_env
+from googlenet.evaluation import run_evaluation
+from googlenet.training.trainer import Trainer, train
 
 
 def _trained(tmp_path):
@@ -19,7 +19,7 @@ def _trained(tmp_path):
 
 
 def _evaluate(ckpt, *args):
-    run_evaluation(compose_config("evaluate", [f"ckpt={ckpt}", "data.workers=0", "trainer.device=cpu", *args]))
+    run_evaluation(compose_config("evaluate", [f"ckpt={ckpt}", "data.workers=0", "runtime.device=cpu", *args]))
 
 
 def symlink_loop(tmp_path):

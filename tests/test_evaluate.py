@@ -3,15 +3,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import make_folder, make_image, run_script, tiny_overrides
 from torch import nn
 
 import googlenet.evaluation.run as evaluation_run
+from common.errors import UserError
 from googlenet.checkpoint import load_checkpoint
-from googlenet.errors import UserError
-from googlenet.config import compose_config
-from googlenet.evaluation import LoadedModel, run_evaluation
-from googlenet.trainer import train
-from helpers import make_folder, make_image, run_script, tiny_overrides
+from googlenet.cli.config import compose_config
+from googlenet.evaluation import LoadedModel, evaluate, run_evaluation
+from googlenet.training.trainer import train
 
 
 class ColourModel(nn.Module):
@@ -33,7 +33,7 @@ def _loaded(model, classes):
 
 def _eval_cfg(tmp_path, root, **kw):
     overrides = [f"ckpt={tmp_path / 'fake.pt'}", f"data.root={root}", "data.workers=0", "data.batch_size=2",
-                 f"output={tmp_path / 'out.json'}", "trainer.device=cpu"] + [f"{k}={v}" for k, v in kw.items()]
+                 f"output={tmp_path / 'out.json'}", "runtime.device=cpu"] + [f"{k}={v}" for k, v in kw.items()]
     (tmp_path / "fake.pt").write_bytes(b"x")
     return compose_config("evaluate", overrides)
 
@@ -100,27 +100,26 @@ def test_crops_average_probabilities_not_logits(tmp_path, monkeypatch):
     assert results["top1"] == pytest.approx(100 * 2 / 6)  # both c1 images right; logit averaging gives 1/6
 
 
-def test_one_crop_matches_the_trainers_validation(tmp_path, tiny_folder):
+def test_one_crop_matches_the_trainers_validation(tmp_path, tiny_folder, capsys):
     cfg = compose_config("train", tiny_overrides(tiny_folder, tmp_path / "run", "trainer.epochs=2"))
     assert train(cfg).exit_code == 0
     ckpt = tmp_path / "run" / "checkpoints" / "last.pt"
     metrics = load_checkpoint(ckpt)["metrics"]
-    results = run_evaluation(compose_config("evaluate", [f"ckpt={ckpt}", "crops=1", "data.workers=0", "trainer.device=cpu"]))
+    results = run_evaluation(compose_config("evaluate", [f"ckpt={ckpt}", "crops=1", "data.workers=0", "runtime.device=cpu"]))
     assert results["images"] == 12
     assert results["top1"] == pytest.approx(metrics["val_top1"])
     assert results["top5"] == pytest.approx(metrics["val_top5"])
     assert Path(results["output"]) == ckpt.with_name("last.eval-val-1crop.json")
     assert Path(results["markdown"]).is_file() and Path(results["plot"]).stat().st_size > 0
-    # the same checkpoint at 144 crops through the command line
-    out = run_script("evaluate.py", f"ckpt={ckpt}", "crops=144", "data.workers=0", "trainer.device=cpu",
-                     f"output={tmp_path / 'e144.json'}")
-    assert out.returncode == 0, out.stderr
-    assert "crops: 144" in out.stdout and json.loads((tmp_path / "e144.json").read_text())["images"] == 12
+    # the same checkpoint at 144 crops through evaluate.py's task (its shell path: test_distributed.py)
+    assert evaluate(compose_config("evaluate", [f"ckpt={ckpt}", "crops=144", "data.workers=0", "runtime.device=cpu",
+                                                f"output={tmp_path / 'e144.json'}"])) == 0
+    assert "crops: 144" in capsys.readouterr().out and json.loads((tmp_path / "e144.json").read_text())["images"] == 12
 
 
 def evaluation_error(args) -> str:
     with pytest.raises(UserError) as e:
-        run_evaluation(compose_config("evaluate", [*args, "data.workers=0", "trainer.device=cpu"]))
+        run_evaluation(compose_config("evaluate", [*args, "data.workers=0", "runtime.device=cpu"]))
     assert "\n" not in str(e.value)
     return str(e.value)
 
@@ -137,10 +136,10 @@ def test_evaluation_errors_are_one_line(tmp_path, tiny_folder):
     other = make_folder(tmp_path / "four", classes=("n01", "n02", "n03", "n04"), per_class=1)
     assert "holds model inception_v1" in evaluation_error([f"ckpt={ckpt}", "model=inception_v2"])
     assert "has 4 classes but the model was trained on 3" in evaluation_error([f"ckpt={ckpt}", f"data.root={other}"])
-    assert "has no EMA weights" in evaluation_error([f"ckpt={ckpt}", "ema=true"])
+    assert "has no EMA weights" in evaluation_error([f"ckpt={ckpt}", "weights=ema"])
     renamed = tmp_path / "renamed.pth"  # a train.py checkpoint under a torchvision-like name is still one
     renamed.write_bytes(ckpt.read_bytes())
-    assert run_evaluation(compose_config("evaluate", [f"ckpt={renamed}", "data.workers=0", "trainer.device=cpu",
+    assert run_evaluation(compose_config("evaluate", [f"ckpt={renamed}", "data.workers=0", "runtime.device=cpu",
                                                       f"output={tmp_path / 'r.json'}"]))["images"] == 12
     shell = run_script("evaluate.py", f"ckpt={bad}", timeout=120, cwd=tmp_path)
     assert shell.returncode == 2 and shell.stderr.startswith("error: checkpoint") and shell.stderr.count("\n") == 1
@@ -148,6 +147,7 @@ def test_evaluation_errors_are_one_line(tmp_path, tiny_folder):
 
 def test_torchvision_weights_evaluate_with_the_matching_preset(tmp_path):
     import torchvision
+
     from data.classes import imagenet_classes
     root = tmp_path / "imagenet"
     for wnid, _ in imagenet_classes()[:1000:250]:

@@ -2,14 +2,14 @@
 import pytest
 import torch
 import torchvision
+from helpers import make_folder, tiny_overrides
 
+from common.errors import UserError
 from data.sample import generate
 from googlenet.checkpoint import load_checkpoint
-from googlenet.config import compose_config
-from googlenet.errors import UserError
-from googlenet.finetune import is_head
-from googlenet.trainer import Trainer, train
-from helpers import make_folder, tiny_overrides
+from googlenet.cli.config import compose_config
+from googlenet.training.finetune import is_head
+from googlenet.training.trainer import Trainer, train
 
 
 def _five_classes(tmp_path):
@@ -26,7 +26,7 @@ def test_torchvision_weights_start_a_five_class_run(tmp_path):
     path = tmp_path / "googlenet.pth"
     torch.save(source, path)
     trainer = Trainer(_folder_run(_five_classes(tmp_path), tmp_path / "run", "model=inception_v1_torchvision",
-                                  f"model.weights={path}"))
+                                  f"finetune.weights={path}"))
     state = trainer.model.state_dict()
     heads = [k for k in state if is_head(k) and source[k].shape != state[k].shape]
     assert sorted(heads) == ["aux1.fc2.bias", "aux1.fc2.weight", "aux2.fc2.bias", "aux2.fc2.weight", "fc.bias",
@@ -46,12 +46,12 @@ def test_weights_that_do_not_fit_are_a_one_line_error_listing_the_keys(tmp_path)
     torch.save(torchvision.models.googlenet(init_weights=True).state_dict(), path)
     with pytest.raises(UserError, match=r"does not fit this model: .*inception3a.branch3.1.conv.weight \(32, 16, 3, 3\) "
                                         r"vs \(32, 16, 5, 5\)"):
-        Trainer(_folder_run(_five_classes(tmp_path), tmp_path / "run", f"model.weights={path}"))
+        Trainer(_folder_run(_five_classes(tmp_path), tmp_path / "run", f"finetune.weights={path}"))
 
 
 def test_frozen_features_do_not_change(tmp_path, sample_checkpoint):
     trainer = Trainer(_folder_run(_five_classes(tmp_path), tmp_path / "run", "model=inception_v1",
-                                  f"model.weights={sample_checkpoint / 'last.pt'}", "model.freeze=features",
+                                  f"finetune.weights={sample_checkpoint / 'last.pt'}", "finetune.freeze=features",
                                   "data.crop_size=64", "data.eval_resize=73", "data.batch_size=4"))
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     source = load_checkpoint(sample_checkpoint / "last.pt")["model"]
@@ -71,5 +71,5 @@ def test_fine_tuning_learns_faster_than_training_from_scratch(tmp_path, sample_c
     budget = ["data.crop_size=64", "data.eval_resize=73", "data.batch_size=8", "trainer.epochs=1",
               "trainer.log_every=5"]
     scratch = train(_folder_run(held_out, tmp_path / "scratch", *budget))
-    tuned = train(_folder_run(held_out, tmp_path / "tuned", *budget, f"model.weights={sample_checkpoint / 'last.pt'}"))
+    tuned = train(_folder_run(held_out, tmp_path / "tuned", *budget, f"finetune.weights={sample_checkpoint / 'last.pt'}"))
     assert tuned.metrics["val_top1"] > scratch.metrics["val_top1"] + 8, (tuned.metrics, scratch.metrics)

@@ -1,8 +1,8 @@
 import torch
 import torch.nn.functional as F
 
-from googlenet.loss import InceptionLoss
 from googlenet.models import build_model
+from googlenet.training.loss import InceptionLoss
 
 
 def test_aux_terms_reach_the_gradient_with_weight_0_3():

@@ -1,7 +1,7 @@
 import torch
 
 from googlenet.distributed import DistEnv
-from googlenet.meters import DeviceMeters
+from googlenet.training.meters import DeviceMeters
 
 
 def test_named_meters_sum_tensors_and_numbers():

@@ -2,7 +2,7 @@ import pytest
 import torch
 import torchvision
 
-from googlenet.errors import UserError
+from common.errors import UserError
 from googlenet.models import PRESETS, InceptionOutputs, build_model, load_torchvision_weights, preset_config
 from googlenet.models.summary import count_parameters, summarize_preset
 

@@ -1,8 +1,8 @@
 import pytest
 import torch
+from helpers import make_image
 
 from data.multicrop import EvalTransform, EvalViews, Geometry, View, cut_views, paper_scales, views
-from helpers import make_image
 
 
 def five(x0, y0, side, size=224):

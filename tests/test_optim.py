@@ -4,7 +4,7 @@ from omegaconf import OmegaConf
 
 
 def test_tf_style_rmsprop_and_lr_scaling():
-    from googlenet.optim import RMSpropTF, scaled_lr
+    from googlenet.training.optim import RMSpropTF, scaled_lr
     p = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
     g = torch.tensor([0.5, 1.0])
     opt = RMSpropTF([p], lr=0.1, alpha=0.9, eps=1.0, momentum=0.9)

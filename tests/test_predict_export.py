@@ -4,8 +4,11 @@ import json
 import pytest
 import torch
 import torchvision
-
 from helpers import installed, make_image, run_script
+
+from googlenet.cli.config import compose_config
+from googlenet.deploy.export import run_export
+from googlenet.deploy.predict import run_predict
 
 
 def test_predict_names_the_top_classes_and_reports_unreadable_files(tmp_path, sample_checkpoint, sample_root):
@@ -34,28 +37,40 @@ def test_predict_with_torchvision_weights_gives_imagenet_names(tmp_path):
     weights = tmp_path / "googlenet.pth"
     torch.save(torchvision.models.googlenet(init_weights=True, aux_logits=False).state_dict(), weights)
     image = make_image(tmp_path / "cat.jpg", size=(300, 240))
-    result = run_script("predict.py", f"ckpt={weights}", "model=inception_v1_torchvision", f"images={image}",
-                        "topk=3", "data.workers=0", f"output={tmp_path / 'p.json'}", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
+    # predict.py's task in this process (its shell path: the test above)
+    assert run_predict(compose_config("predict", [f"ckpt={weights}", "model=inception_v1_torchvision", f"images={image}",
+                                                  "topk=3", "data.workers=0", f"output={tmp_path / 'p.json'}"])) == 0
     from data.classes import imagenet_classes
     names = {name for _, name in imagenet_classes()}
     predictions = json.loads((tmp_path / "p.json").read_text())["images"][0]["predictions"]
     assert len(predictions) == 3 and all(p["name"] in names for p in predictions)
 
 
+@pytest.fixture(scope="module")
+def inception_v3_weights(tmp_path_factory):
+    """torchvision's inception_v3 as a .pth (random weights: the export contract, not accuracy, is tested)."""
+    path = tmp_path_factory.mktemp("tv") / "inception_v3.pth"
+    torch.save(torchvision.models.inception_v3(init_weights=True, aux_logits=True).state_dict(), path)
+    return path
+
+
 @pytest.mark.parametrize("fmt", ["onnx", "pt2"])
-def test_exports_match_the_eager_model(tmp_path, fmt, sample_checkpoint):
+def test_exports_match_the_eager_model(tmp_path, fmt, sample_checkpoint, inception_v3_weights, capsys):
     if fmt == "onnx" and not (installed("onnxruntime") and installed("onnxscript")):
         pytest.skip("needs onnx, onnxscript and onnxruntime (pip install -r requirements-export.txt)")
-    tv = tmp_path / "inception_v3.pth"
-    torch.save(torchvision.models.inception_v3(init_weights=True, aux_logits=True).state_dict(), tv)
+    tv = inception_v3_weights
     for name, args, size, classes in (("v1", [f"ckpt={sample_checkpoint / 'best.pt'}"], 64, 10),
                                       ("v3", [f"ckpt={tv}", "model=inception_v3_torchvision"], 299, 1000)):
         output = tmp_path / f"{name}.{fmt}"
-        result = run_script("export.py", *args, f"format={fmt}", f"output={output}", cwd=tmp_path)
-        assert result.returncode == 0, result.stderr
-        assert "check: a batch of 3 through the exported model" in result.stdout and "passed" in result.stdout
-        assert f"uint8 (N, 3, {size}, {size})" in result.stdout
+        if name == "v1":  # export.py from the shell
+            result = run_script("export.py", *args, f"format={fmt}", f"output={output}", cwd=tmp_path)
+            assert result.returncode == 0, result.stderr
+            printed = result.stdout
+        else:  # the same task in this process
+            assert run_export(compose_config("export", [*args, f"format={fmt}", f"output={output}"])) == 0
+            printed = capsys.readouterr().out
+        assert "check: a batch of 3 through the exported model" in printed and "passed" in printed
+        assert f"uint8 (N, 3, {size}, {size})" in printed
         images = torch.randint(0, 256, (5, 3, size, size), dtype=torch.uint8)  # yet another batch size
         if fmt == "pt2":
             logits = torch.export.load(output).module()(images)

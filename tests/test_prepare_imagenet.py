@@ -3,9 +3,10 @@ import sys
 import tarfile
 from pathlib import Path
 
+from helpers import ROOT, make_image
+
 from data.datasets import ImageFolderDataset
 from data.multicrop import EvalTransform
-from helpers import ROOT, make_image
 
 
 def _tar_bytes(files: dict[str, bytes], path: Path):

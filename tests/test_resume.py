@@ -1,14 +1,14 @@
 """Resuming and the run directory: what a stopped, killed or changed run may and may not do."""
 import pytest
 import torch
-
-from googlenet.checkpoint import RunCheckpoints, load_checkpoint
-from googlenet.config import compose_config
-from googlenet.errors import UserError
-from googlenet.rundir import RunLock
-from googlenet.stopping import TrainingInterrupted
-from googlenet.trainer import Trainer, train
 from helpers import tiny_overrides
+
+from common.errors import UserError
+from googlenet.checkpoint import RunCheckpoints, load_checkpoint
+from googlenet.cli.config import compose_config
+from googlenet.training.rundir import RunLock
+from googlenet.training.stopping import TrainingInterrupted
+from googlenet.training.trainer import Trainer, train
 
 
 def _cfg(tmp_path, data_root, *extra, run="run"):
@@ -85,10 +85,10 @@ def test_resume_applies_the_configs_optimizer_settings_and_refuses_another_optim
     _interrupted(_cfg(tmp_path, tiny_folder, "trainer.epochs=2"))
     trainer = Trainer(_cfg(tmp_path, tiny_folder, "trainer.epochs=2", "resume=auto", "optim.momentum=0.5",
                            "optim.weight_decay=0.001", "optim.nesterov=true"))
-    groups = trainer.optimizer.param_groups
+    groups = trainer.train_step.optimizer.param_groups
     assert [g["momentum"] for g in groups] == [0.5, 0.5] and all(g["nesterov"] for g in groups)
     assert [g["weight_decay"] for g in groups] == [0.001, 0.0]  # no decay on norms and biases, as configured
-    assert any(trainer.optimizer.state.values())  # the momentum buffers were restored
+    assert any(trainer.train_step.optimizer.state.values())  # the momentum buffers were restored
     trainer.close()
     with pytest.raises(UserError, match="trained with the SGD optimizer, not RMSpropTF"):
         Trainer(_cfg(tmp_path, tiny_folder, "trainer.epochs=2", "resume=auto", "optim=rmsprop"))
@@ -119,14 +119,14 @@ def test_resume_refuses_a_changed_seed_or_network(tmp_path, tiny_folder):
 
 def test_an_fp16_run_resumes_a_32_bit_checkpoint(tmp_path, tiny_folder):
     # fp16 needs CUDA for training; the checkpoint side is device independent and runs here with a CPU scaler
-    from googlenet.state import apply_checkpoint
+    from googlenet.training.state import apply_checkpoint
     _interrupted(_cfg(tmp_path, tiny_folder, "trainer.epochs=2"))
     path = tmp_path / "run" / "checkpoints" / "last.pt"
     checkpoint = load_checkpoint(path)
     assert checkpoint["scaler"] == {}  # what a disabled scaler saves
     trainer = Trainer(_cfg(tmp_path, tiny_folder, "trainer.epochs=2", run="other"))
     scaler = torch.amp.GradScaler("cpu", enabled=True)
-    state, notes = apply_checkpoint(checkpoint, path, model=trainer.model, ema=None, optimizer=trainer.optimizer,
+    state, notes = apply_checkpoint(checkpoint, path, model=trainer.model, ema=None, optimizer=trainer.train_step.optimizer,
                                     scaler=scaler)
     trainer.close()
     assert state.step == 2 and any("gradient scaler starts afresh" in n for n in notes)

@@ -19,7 +19,7 @@ def test_sample_set_is_deterministic_and_learnable_shaped(tmp_path, sample_root)
 def test_a_named_folder_is_never_deleted_or_overwritten(tmp_path):
     import pytest
 
-    from data.errors import UserError
+    from common.errors import UserError
     from data.sample import ensure_sample_data
     mine = tmp_path / "my_photos"
     mine.mkdir()

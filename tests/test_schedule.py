@@ -1,7 +1,7 @@
 import pytest
 from omegaconf import OmegaConf
 
-from googlenet.schedule import LRSchedule
+from googlenet.training.schedule import LRSchedule
 
 
 def _schedule(**kw):

@@ -4,8 +4,11 @@ import subprocess
 import sys
 import time
 
+from helpers import ROOT, tiny_overrides
+
 from googlenet.checkpoint import load_checkpoint
-from helpers import ROOT, run_script, tiny_overrides
+from googlenet.cli.config import compose_config
+from googlenet.training.trainer import train
 
 
 def test_sigterm_to_the_process_group_writes_a_checkpoint_and_resume_finishes(tmp_path, tiny_folder):
@@ -29,6 +32,6 @@ def test_sigterm_to_the_process_group_writes_a_checkpoint_and_resume_finishes(tm
     state = load_checkpoint(log)
     assert 1 <= state["epoch"] < 400
     assert "DataLoader worker" not in out
-    finish = run_script("train.py", *common, "trainer.epochs=" + str(state["epoch"] + 1), "resume=auto")
-    assert finish.returncode == 0, finish.stderr
+    finish = train(compose_config("train", [*common, "trainer.epochs=" + str(state["epoch"] + 1), "resume=auto"]))
+    assert finish.exit_code == 0
     assert load_checkpoint(log)["epoch"] == state["epoch"] + 1

@@ -3,11 +3,13 @@ import json
 
 import pytest
 import yaml
-
 from helpers import installed, run_script
 
+from googlenet.cli.config import compose_config
+from googlenet.evaluation import evaluate
+
 TINY_SAMPLE_RUN = ["data=sample", "trainer.epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
-                   "data.crop_size=64", "data.eval_resize=73", "trainer.progress=false"]
+                   "data.crop_size=32", "data.eval_resize=36", "data.batch_size=8", "trainer.progress=false"]
 needs_plugin = {name: pytest.mark.skipif(not installed(module),
                                          reason=f"needs {name} (pip install -r requirements-hydra.txt)")
                 for name, module in [("submitit", "hydra_plugins.hydra_submitit_launcher"),
@@ -30,18 +32,18 @@ def check_two_job_sweep(result, sweep_dir):
         assert summary[1 + job].endswith(f"| {sweep_dir / str(job)}")
 
 
-def test_multirun_gives_each_job_its_run_dir_and_prints_a_summary(tmp_path):
+def test_multirun_gives_each_job_its_run_dir_and_prints_a_summary(tmp_path, capsys):
     # the paper's ensemble recipe at small size: models that differ only in their seed, then one evaluation
     sweep_dir = tmp_path / "sweep"
     result = run_script("train.py", "-m", "seed=0,1", *TINY_SAMPLE_RUN, f"hydra.sweep.dir={sweep_dir}")
     check_two_job_sweep(result, sweep_dir)
-    evaluation = run_script("evaluate.py", f"ckpt={sweep_dir}/*/checkpoints/best.pt", "crops=all",
-                            "trainer.limit_val_batches=1", "data.batch_size=4", "data.workers=0")
-    assert evaluation.returncode == 0, evaluation.stderr
+    assert evaluate(compose_config("evaluate", [f"ckpt={sweep_dir}/*/checkpoints/best.pt", "crops=all",
+                                                "limit_batches=1", "data.batch_size=4", "data.workers=0"])) == 0
+    printed = capsys.readouterr().out
     report = json.loads((sweep_dir / "ensemble2.eval-val-allcrops.json").read_text())
     assert [(r["models"], r["crops"], r["cost"]) for r in report["table"]] == [
         (1, 1, 1), (1, 10, 10), (1, 144, 144), (2, 1, 2), (2, 10, 20), (2, 144, 288)]
-    assert report["images"] == 4 and "an ensemble of 2 models" in evaluation.stdout
+    assert report["images"] == 4 and "an ensemble of 2 models" in printed
 
 
 @needs_plugin["submitit"]

@@ -2,12 +2,12 @@ import math
 
 import pytest
 import torch
+from helpers import tiny_overrides
 
 from googlenet.checkpoint import load_checkpoint
-from googlenet.config import compose_config
-from googlenet.stopping import TrainingInterrupted
-from googlenet.trainer import NonFiniteLoss, Trainer, train
-from helpers import tiny_overrides
+from googlenet.cli.config import compose_config
+from googlenet.training.stopping import TrainingInterrupted
+from googlenet.training.trainer import NonFiniteLoss, Trainer, train
 
 
 def _cfg(tmp_path, data_root, *extra, run="run"):
@@ -99,7 +99,7 @@ def test_tensorboard_events_hold_the_named_scalars(tmp_path, tiny_folder):
 
 
 def test_keep_last_checkpoints_and_bf16_autocast_on_cpu(tmp_path, tiny_folder):
-    cfg = _cfg(tmp_path, tiny_folder, "trainer.epochs=3", "trainer.keep_last=2", "trainer.precision=bf16")
+    cfg = _cfg(tmp_path, tiny_folder, "trainer.epochs=3", "trainer.keep_last=2", "runtime.precision=bf16")
     assert train(cfg).exit_code == 0
     names = sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("*.pt"))
     assert names == ["best.pt", "epoch_2.pt", "epoch_3.pt", "last.pt"]

@@ -2,12 +2,12 @@ import random
 
 import pytest
 import torch
+from helpers import SHARED_SAMPLE, make_image
 from PIL import Image
 
 from data.imaging import load_rgb
 from data.multicrop import EvalTransform
 from data.transforms import TrainTransform, sample_crop_box
-from helpers import SHARED_SAMPLE, make_image
 
 
 def test_crop_statistics_cover_the_papers_ranges():

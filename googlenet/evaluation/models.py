@@ -9,11 +9,11 @@ from pathlib import Path
 from omegaconf import OmegaConf
 from torch import nn
 
+from common.errors import UserError
 from data.classes import class_names, imagenet_classes
 from data.multicrop import Geometry
 
-from ..checkpoint import is_checkpoint, load_checkpoint, read_weights_file, state_dict_in
-from ..errors import UserError
+from ..checkpoint import read_weights
 from ..models.convert import load_torchvision_weights
 from ..models.layers import AUX_PREFIXES
 from ..models.registry import INPUT_SIZE, build_from_config, build_model
@@ -62,28 +62,23 @@ def expand_paths(spec, key: str) -> list[Path]:
 def load_for_eval(cfg, path: Path) -> LoadedModel:
     """The model in `path`: a train.py checkpoint, or bare weights (torchvision's) for a *_torchvision preset.
     What the file holds decides, not its name."""
-    content = read_weights_file(path)
+    weights = read_weights(path, "ckpt", cfg.weights, what="checkpoint")
     requested = cfg.model.name if cfg.get("model") else None
-    if not is_checkpoint(content):
-        state = state_dict_in(content)
-        if state is None:
-            raise UserError(f"{path} is neither a checkpoint written by train.py nor a state dict of weights")
-        return _load_torchvision(requested, path, state)
-    state = load_checkpoint(path, required=("model", "config", "classes"))
-    saved = state["config"]
+    checkpoint = weights.checkpoint
+    if checkpoint is None:
+        return _load_torchvision(requested, path, weights.state)
+    saved = checkpoint["config"]
     name = saved["model"]["name"]
     if requested is not None and requested != name:
         raise UserError(f"checkpoint {path} holds model {name}, not {requested}; drop model= or pass the right ckpt")
     model = build_from_config(saved["model"])
-    use_ema = state.get("ema") is not None if cfg.ema == "auto" else bool(cfg.ema)
-    if use_ema and state.get("ema") is None:
-        raise UserError(f"checkpoint {path} has no EMA weights (trained with ema.enabled=false); use ema=false")
     try:
-        model.load_state_dict(state["ema"]["model"] if use_ema else state["model"])
+        model.load_state_dict(weights.state)
     except RuntimeError as e:
         raise UserError(f"checkpoint {path} does not fit model {name}: {str(e).splitlines()[0]}") from None
-    return LoadedModel(model, name, list(state["classes"]), list(state.get("class_names") or state["classes"]),
-                       saved["data"], "ema" if use_ema else "raw", path)
+    classes = list(checkpoint["classes"])
+    return LoadedModel(model, name, classes, list(checkpoint.get("class_names") or classes), saved["data"],
+                       weights.kind, path)
 
 
 def _load_torchvision(name: str | None, path: Path, state: dict) -> LoadedModel:

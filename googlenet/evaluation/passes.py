@@ -27,6 +27,13 @@ def ensemble_top5(stacked: torch.Tensor, sizes: list[int]) -> list[torch.Tensor]
     return [(cumulative[k - 1] / k).topk(min(5, stacked.shape[-1]), dim=1).indices for k in sizes]
 
 
+def add_per_class(per_class: torch.Tensor, top: torch.Tensor, targets: torch.Tensor) -> None:
+    """Add images, top-1 and top-5 hits per class (rows of `per_class`) for predictions `top` (images, 5)."""
+    per_class[0].index_add_(0, targets, torch.ones_like(targets, dtype=torch.float64))
+    per_class[1].index_add_(0, targets, top[:, 0].eq(targets).double())
+    per_class[2].index_add_(0, targets, top.eq(targets.view(-1, 1)).any(dim=1).double())
+
+
 def ensemble_hits(stacked: torch.Tensor, targets: torch.Tensor, sizes: list[int]) -> torch.Tensor:
     """(len(sizes), 2): top-1 and top-5 hits of the first-k-model averages."""
     out = torch.zeros(len(sizes), 2, dtype=torch.float64, device=stacked.device)
@@ -94,9 +101,7 @@ def run_pass(models: list, geometries: list[Geometry], loader, modes: tuple[int,
             for m in range(len(models)):
                 single[m, j] += ensemble_hits(stacked[m:m + 1], targets, [1])[0]
         top = ensemble_top5(torch.stack([probs[(m, modes[-1])] for m in range(len(models))]), [len(models)])[0]
-        per_class[0].index_add_(0, targets, torch.ones_like(targets, dtype=torch.float64))
-        per_class[1].index_add_(0, targets, top[:, 0].eq(targets).double())
-        per_class[2].index_add_(0, targets, top.eq(targets.view(-1, 1)).any(dim=1).double())
+        add_per_class(per_class, top, targets)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start

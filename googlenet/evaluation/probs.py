@@ -10,10 +10,10 @@ from pathlib import Path
 
 import torch
 
-from data.files import write_atomic
+from common.errors import UserError
+from common.files import write_atomic
 
 from ..checkpoint import read_weights_file
-from ..errors import UserError
 from .passes import ensemble_hits
 
 FORMAT = "googlenet-probs/1"

@@ -13,19 +13,20 @@ import torch
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
-from data.checks import check_bool, check_choice, check_number, get, is_int
+from common.checks import check_bool, check_choice, check_number, get, is_int
+from common.errors import UserError
+from common.files import check_writable_file, write_atomic
 from data.datasets import ImageFolderDataset, collate_readable
-from data.files import check_writable_file, write_atomic
 from data.loaders import dataset_root, ignore_stop_signals
 from data.multicrop import CROP_MODES, EvalViews
 from data.samplers import EpochSampler
 
 from .. import distributed as D
-from ..errors import UserError
+from ..checkpoint import WEIGHT_CHOICES
 from ..models.registry import PRESETS, check_input_size
-from ..runtime import build_runtime, check_runtime_config, resolve_device
+from ..runtime import check_runtime_config, start
 from .models import LoadedModel, expand_paths, load_for_eval
-from .passes import PassResult, ensemble_top5, run_pass
+from .passes import PassResult, add_per_class, ensemble_top5, run_pass
 from .probs import group_by_crops, load_probs, probs_path, recombined_hits, save_probs
 from .table import markdown_table, plot_table, table_rows, text_table
 
@@ -40,7 +41,11 @@ def check_evaluation_config(cfg) -> None:
     if cfg.get("model") is not None:
         check_choice(cfg, "model.name", list(PRESETS))
     check_choice(cfg, "crops", [*CROP_MODES, "all"])
-    check_choice(cfg, "ema", ["auto", True, False])
+    check_choice(cfg, "weights", list(WEIGHT_CHOICES))
+    check_choice(cfg, "progress", ["auto", True, False])
+    if cfg.data.root is None:
+        raise UserError("data.root=null: pass the dataset folder, or data.root=auto for the one the checkpoint was "
+                        "trained on")
     sizes = get(cfg, "ensemble_sizes")
     if sizes is not None and sizes != "all" and (not OmegaConf.is_list(sizes) or not sizes
                                                  or not all(is_int(k) and k >= 1 for k in sizes)):
@@ -48,7 +53,7 @@ def check_evaluation_config(cfg) -> None:
     check_runtime_config(cfg)
     for key, low in (("data.batch_size", 1), ("data.workers", 0), ("crop_batch", 1)):
         check_number(cfg, key, integer=True, low=low)
-    for key in ("trainer.limit_val_batches", "data.crop_size", "data.eval_resize"):
+    for key in ("limit_batches", "data.crop_size", "data.eval_resize"):
         check_number(cfg, key, integer=True, low=1 if "limit" in key else 16, optional=True)
     for key in ("per_class", "save_probs", "plot"):
         check_bool(cfg, key)
@@ -102,14 +107,11 @@ def run_evaluation(cfg) -> dict:
     """Evaluate and return the results dict (written as JSON, Markdown and PNG on rank 0)."""
     if cfg.get("probs"):
         return recombine(cfg)
-    device = resolve_device(cfg.trainer.device)
-    env = D.init_distributed(cfg.dist, device.type)
-    if env.enabled and device.type == "cuda":
-        device = torch.device("cuda", env.local_rank)
-    t = cfg.trainer
-    runtime = build_runtime(device, t.precision, t.channels_last, t.cudnn_benchmark)
+    env, runtime = start(cfg.runtime, cfg.dist)
     try:
-        return _evaluate(cfg, runtime, env)
+        results = _evaluate(cfg, runtime, env)
+        D.barrier(env)  # the ranks leave together: rank 0 still writes files after the last collective
+        return results
     finally:
         D.shutdown(env)
 
@@ -129,7 +131,7 @@ def _load_models(cfg, paths: list[Path]) -> tuple[list[LoadedModel], list]:
 
 def _loader(cfg, models, geometries, modes, env, device):
     first = models[0].data_cfg
-    data_cfg = OmegaConf.create({"name": first.get("name", "imagenet"), "root": cfg.data.root or first.get("root")})
+    data_cfg = OmegaConf.create({"name": first.get("name", "imagenet"), "root": first.get("root") if cfg.data.root == "auto" else cfg.data.root})
     root = dataset_root(data_cfg)
     fast = cfg.data.fast_decode if cfg.data.get("fast_decode") is not None else first.get("fast_decode", True)
     views = EvalViews(list(dict.fromkeys(geometries)), modes, fast)
@@ -155,8 +157,8 @@ def _evaluate(cfg, runtime, env) -> dict:
     networks = []
     for m in models:
         net = runtime.prepare(m.model).eval()
-        networks.append(torch.compile(net) if cfg.trainer.compile else net)
-    limit = cfg.trainer.limit_val_batches
+        networks.append(torch.compile(net) if cfg.runtime.compile else net)
+    limit = cfg.limit_batches
     bars = _bars(models, min(len(loader), limit or len(loader))) if env.is_main and _progress(cfg) else None
     result = run_pass(networks, geometries, loader, modes, sizes, len(models[0].classes), runtime, env,
                       cfg.crop_batch, keep_probs=cfg.save_probs, limit=limit, bars=bars)
@@ -168,12 +170,12 @@ def _evaluate(cfg, runtime, env) -> dict:
     if env.is_main:
         if cfg.save_probs:
             results["probs_files"] = _save_probs(cfg, models, dataset, root, result)
-        _write(cfg, results, output, result.per_class, models[0])
+        _write(cfg, results, output, result.per_class, models[0].classes, models[0].names)
     return results
 
 
 def _progress(cfg) -> bool:
-    setting = cfg.trainer.get("progress", "auto")
+    setting = cfg.progress
     return sys.stderr.isatty() if setting == "auto" else bool(setting)
 
 
@@ -183,33 +185,40 @@ def _bars(models, total):
                  leave=False, dynamic_ncols=True) for i, m in enumerate(models)]
 
 
-def _results(cfg, models, geometries, result: PassResult, root, runtime, env) -> dict:
-    googlenet = all(m.name.startswith("inception_v1") for m in models)
-    rows = table_rows(result.hits, result.images, result.sizes, result.modes, googlenet)
-    headline = rows[-1]  # all models, the largest crop mode
-    forward_passes = result.images * len(models) * sum(result.modes)
-    results = {
-        "models": [{"ckpt": str(m.path), "model": m.name, "weights": m.weights, "crop_size": g.size,
-                    "resize": g.resize} for m, g in zip(models, geometries)],
-        "ckpt": str(models[0].path), "model": models[0].name, "weights": models[0].weights,
-        "crop_size": geometries[0].size, "resize": geometries[0].resize,
-        "split": cfg.data.val_split, "root": str(root), "crops": cfg.crops, "images": result.images,
-        "top1": 100 - headline["top1_error"], "top5": 100 - headline["top5_error"],
-        "top1_error": headline["top1_error"], "top5_error": headline["top5_error"], "table": rows,
-        "per_model": [{"ckpt": str(m.path), "crops": crops,
-                       "top1_error": 100 - 100 * result.single[i, j, 0].item() / result.images,
-                       "top5_error": 100 - 100 * result.single[i, j, 1].item() / result.images}
-                      for i, m in enumerate(models) for j, crops in enumerate(result.modes)],
-        "images_per_sec": result.images / result.seconds, "forward_passes_per_sec": forward_passes / result.seconds,
-        "seconds": result.seconds, "unreadable": result.unreadable, "device": str(runtime.device),
-        "precision": runtime.precision, "processes": env.world_size,
-    }
+def accuracy(hits, single, images: int, sizes: list[int], modes: tuple[int, ...], names: list[str],
+             ckpts: list[str]) -> dict:
+    """The Table 3 rows, the headline (all models, the largest crop mode) and each model alone: what a direct
+    run and a recombination from saved probabilities both report."""
+    rows = table_rows(hits, images, sizes, modes, all(n.startswith("inception_v1") for n in names))
+    headline = rows[-1]
+    results = {"crops": modes[0] if len(modes) == 1 else "all", "images": images, "table": rows,
+               "top1": 100 - headline["top1_error"], "top5": 100 - headline["top5_error"],
+               "top1_error": headline["top1_error"], "top5_error": headline["top5_error"],
+               "per_model": [{"ckpt": ckpt, "crops": crops, "top1_error": 100 - 100 * single[i, j, 0].item() / images,
+                              "top5_error": 100 - 100 * single[i, j, 1].item() / images}
+                             for i, ckpt in enumerate(ckpts) for j, crops in enumerate(modes)]}
     if "paper_top5_error" in headline:
         results["paper_top5_error"] = headline["paper_top5_error"]
     return results
 
 
-def _write(cfg, results: dict, output: Path, per_class: torch.Tensor, first: LoadedModel) -> None:
+def _results(cfg, models, geometries, result: PassResult, root, runtime, env) -> dict:
+    forward_passes = result.images * len(models) * sum(result.modes)
+    return {
+        "models": [{"ckpt": str(m.path), "model": m.name, "weights": m.weights, "crop_size": g.size,
+                    "resize": g.resize} for m, g in zip(models, geometries)],
+        "ckpt": str(models[0].path), "model": models[0].name, "weights": models[0].weights,
+        "crop_size": geometries[0].size, "resize": geometries[0].resize,
+        "split": cfg.data.val_split, "root": str(root),
+        **accuracy(result.hits, result.single, result.images, result.sizes, result.modes, [m.name for m in models],
+                   [str(m.path) for m in models]),
+        "images_per_sec": result.images / result.seconds, "forward_passes_per_sec": forward_passes / result.seconds,
+        "seconds": result.seconds, "unreadable": result.unreadable, "device": str(runtime.device),
+        "precision": runtime.precision, "processes": env.world_size,
+    }
+
+
+def _write(cfg, results: dict, output: Path, per_class: torch.Tensor, classes: list[str], names: list[str]) -> None:
     title = (f"{len(results['models'])} model(s), {results['split']} split, {results['images']:,} images: "
              f"{', '.join(sorted({m['model'] for m in results['models']}))}")
     results["output"] = str(output)
@@ -219,9 +228,9 @@ def _write(cfg, results: dict, output: Path, per_class: torch.Tensor, first: Loa
     if cfg.per_class:
         rows = per_class.tolist()
         lines = [["index", "class", "name", "images", "top1", "top5"]]
-        for k in range(len(first.classes)):
+        for k in range(len(classes)):
             n = rows[0][k]
-            lines.append([k, first.classes[k], first.names[k], int(n),
+            lines.append([k, classes[k], names[k], int(n),
                           f"{100 * rows[1][k] / n:.2f}" if n else "", f"{100 * rows[2][k] / n:.2f}" if n else ""])
         text = io.StringIO(newline="")
         csv.writer(text).writerows(lines)
@@ -255,28 +264,16 @@ def recombine(cfg) -> dict:
     images = len(first["images"])
     stacked = torch.stack([r["probs"] for _, r in groups[modes[-1]]])
     top = ensemble_top5(stacked, [models])[0]
-    labels = first["labels"]
     per_class = torch.zeros(3, len(first["classes"]), dtype=torch.float64)
-    per_class[0].index_add_(0, labels, torch.ones_like(labels, dtype=torch.float64))
-    per_class[1].index_add_(0, labels, top[:, 0].eq(labels).double())
-    per_class[2].index_add_(0, labels, top.eq(labels.view(-1, 1)).any(dim=1).double())
-    names = [r["model"] for _, r in groups[modes[0]]]
-    googlenet = all(n.startswith("inception_v1") for n in names)
-    rows = table_rows(hits, images, sizes, modes, googlenet)
+    add_per_class(per_class, top, first["labels"])
+    records = [r for _, r in groups[modes[0]]]
     results = {
         "models": [{"ckpt": r["ckpt"], "model": r["model"], "probs": str(p)} for p, r in groups[modes[0]]],
-        "split": first["split"], "root": first["root"], "crops": cfg.crops if len(modes) == 1 else "all",
-        "images": images, "top1": 100 - rows[-1]["top1_error"], "top5": 100 - rows[-1]["top5_error"],
-        "top1_error": rows[-1]["top1_error"], "top5_error": rows[-1]["top5_error"], "table": rows,
-        "per_model": [{"ckpt": r["ckpt"], "crops": mode,
-                       "top1_error": 100 - 100 * single[i, j, 0].item() / images,
-                       "top5_error": 100 - 100 * single[i, j, 1].item() / images}
-                      for j, mode in enumerate(modes) for i, (_, r) in enumerate(groups[mode])],
+        "split": first["split"], "root": first["root"],
+        **accuracy(hits, single, images, sizes, modes, [r["model"] for r in records], [r["ckpt"] for r in records]),
         "recombined_from": [str(p) for p in paths],
     }
-    results["crops"] = results["crops"] if len(modes) > 1 else modes[0]
-    loaded = LoadedModel(None, names[0], list(first["classes"]), list(first["classes"]), {}, "probs")
-    _write(cfg, results, output, per_class, loaded)
+    _write(cfg, results, output, per_class, list(first["classes"]), list(first["classes"]))
     return results
 
 

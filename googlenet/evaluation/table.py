@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from data.files import write_atomic
+from common.files import write_atomic
 
 # "Going Deeper with Convolutions", Table 3: top-5 error by (models, crops per image).
 PAPER_TABLE3 = {(1, 1): 10.07, (1, 10): 9.15, (1, 144): 7.89, (7, 1): 8.09, (7, 10): 7.62, (7, 144): 6.67}

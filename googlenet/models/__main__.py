@@ -2,7 +2,8 @@
 import argparse
 import sys
 
-from ..errors import UserError
+from common.errors import UserError
+
 from .registry import PRESETS
 from .summary import summarize_preset
 

@@ -6,17 +6,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..checkpoint import read_weights_file, state_dict_in
-from ..errors import UserError
+from common.errors import UserError
+
+from ..checkpoint import read_weights
 from .layers import AUX_PREFIXES
-
-
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a `.pth` state dict a user has on disk, safely (weights_only) and with one-line errors."""
-    state = state_dict_in(read_weights_file(path, "weights file"))
-    if state is None:
-        raise UserError(f"{path} is not a state dict of tensors; save one with torch.save(model.state_dict(), path)")
-    return state
 
 
 def load_torchvision_weights(model: nn.Module, state_dict: dict[str, torch.Tensor] | str | Path) -> nn.Module:
@@ -27,8 +20,7 @@ def load_torchvision_weights(model: nn.Module, state_dict: dict[str, torch.Tenso
     for the torchvision presets, as torchvision sets it for its pretrained weights).
     """
     if not isinstance(state_dict, dict):
-        state_dict = read_state_dict(state_dict)
-    state_dict = {k.removeprefix("module."): v for k, v in state_dict.items()}
+        state_dict = read_weights(state_dict, "weights file").state
     own = model.state_dict()
     if not any(k.startswith(AUX_PREFIXES) for k in own):
         state_dict = {k: v for k, v in state_dict.items() if not k.startswith(AUX_PREFIXES)}

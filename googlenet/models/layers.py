@@ -88,6 +88,8 @@ def init_weights(model: nn.Module) -> None:
     With batch norm the convs use fan-out scaling (as torchvision's ResNets); without it (the paper's
     GoogLeNet) fan-in, which keeps the forward activations at unit scale through the 22 layers.
     """
+    if any(p.is_meta for p in model.parameters()):
+        return  # shapes only (e.g. models.registry's input size probe): there are no values to initialise
     has_bn = any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
     for m in model.modules():
         if isinstance(m, nn.Conv2d):

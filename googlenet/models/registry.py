@@ -15,7 +15,8 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from ..errors import UserError
+from common.errors import UserError
+
 from .inception_v1 import GoogLeNet, GoogLeNetConfig
 from .inception_v3 import FactorizedInception, FactorizedInceptionConfig
 
@@ -24,9 +25,8 @@ FAMILIES: dict[str, tuple[type[nn.Module], type]] = {
     "googlenet": (GoogLeNet, GoogLeNetConfig),
     "factorized": (FactorizedInception, FactorizedInceptionConfig),
 }
-# Keys of the model group that are not constructor options: a preset's name, family and input size, and
-# where training starts from (model.weights, model.freeze: see googlenet.finetune).
-PRESET_KEYS = ("name", "family", "input_size", "weights", "freeze")
+# Keys of the model group that are not constructor options: a preset's name, family and input size.
+PRESET_KEYS = ("name", "family", "input_size")
 
 
 @dataclass(frozen=True)
@@ -108,15 +108,24 @@ def check_model_config(cfg) -> None:
         check_input_size(name, options, crop)
 
 
-@functools.lru_cache(maxsize=64)
-def _runs_at(name: str, options: tuple, size: int) -> bool:
-    """Whether the network takes a size x size input (shapes only: a forward pass on the meta device)."""
+@functools.lru_cache(maxsize=1)
+def _shape_probe(name: str, options: tuple) -> nn.Module:
+    """The network with uninitialised weights, for shape checks: built on the meta device (no initialisation),
+    then given CPU memory. Not on meta for the forward pass: meta kernels of cat and batch norm go through
+    Python decompositions that import torch._dynamo, seconds at every start of a command."""
     with torch.device("meta"):
         model = build_model(name, **dict(options))
+    model = model.to_empty(device="cpu").eval()
+    model.training = True  # the auxiliary heads run; batch norm and dropout take their inference paths
+    return model
+
+
+@functools.lru_cache(maxsize=64)
+def _runs_at(name: str, options: tuple, size: int) -> bool:
+    """Whether the network (with its auxiliary heads) takes a size x size input."""
     try:
         with torch.no_grad():
-            model.train()(torch.zeros(2, 3, size, size, device="meta"))
-            model.eval()(torch.zeros(1, 3, size, size, device="meta"))
+            _shape_probe(name, options)(torch.zeros(1, 3, size, size))
         return True
     except RuntimeError:
         return False
@@ -127,7 +136,9 @@ def check_input_size(name: str, options: dict, size: int, key: str = "data.crop_
     frozen = tuple(sorted((k, v) for k, v in options.items() if k != "num_classes"))
     if _runs_at(name, frozen, size):
         return
-    low, high = size + 1, 1024
+    low, high = size + 1, max(2 * size, 32)
+    while not _runs_at(name, frozen, high):  # a size it takes, by doubling
+        low, high = high + 1, 2 * high
     while low < high:
         mid = (low + high) // 2
         low, high = (low, mid) if _runs_at(name, frozen, mid) else (mid + 1, high)

@@ -38,17 +38,16 @@ class RunLog:
         self.run_dir = run_dir
         self.tensorboard = tensorboard and enabled
         self._writer = None
-        self.console = None
         if not enabled:
             return
         self.logger.propagate = _inside_hydra_job()
         if not self.logger.propagate:
-            self.console = logging.StreamHandler(sys.stdout)
-            self.console.setFormatter(logging.Formatter("%(message)s"))
+            console = logging.StreamHandler(sys.stdout)
+            console.setFormatter(logging.Formatter("%(message)s"))
             run_dir.mkdir(parents=True, exist_ok=True)
             logfile = logging.FileHandler(run_dir / "train.log", delay=True)  # created with the first line
             logfile.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
-            self.logger.addHandler(self.console)
+            self.logger.addHandler(console)
             self.logger.addHandler(logfile)
 
     @property
@@ -58,11 +57,6 @@ class RunLog:
             from torch.utils.tensorboard import SummaryWriter
             self._writer = SummaryWriter(log_dir=str(self.run_dir))
         return self._writer
-
-    def set_console(self, on: bool) -> None:
-        """Turn the terminal output off (tools that print their own lines) or back on; train.log is kept."""
-        if self.console is not None:
-            self.console.setLevel(logging.INFO if on else logging.CRITICAL + 1)
 
     def info(self, message: str) -> None:
         if self.enabled:

@@ -20,14 +20,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from data.checks import check_choice, check_number
+from common.checks import check_choice, check_number
+from common.errors import UserError
+from common.files import atomic_path, check_writable_file
 from data.device_ops import BatchNormalizer
-from data.files import atomic_path, check_writable_file
 
-from .errors import UserError
-from .evaluation.models import load_for_eval
-from .models.layers import AUX_HEADS
-from .models.registry import PRESETS
+from ..checkpoint import WEIGHT_CHOICES
+from ..evaluation.models import load_for_eval
+from ..models.layers import AUX_HEADS
+from ..models.registry import PRESETS
 
 FORMATS = ("onnx", "pt2")
 TOLERANCE = {"onnx": 1e-4, "pt2": 1e-6}  # largest logit difference from the eager model, relative to the logits
@@ -39,7 +40,7 @@ def check_export_config(cfg) -> None:
     if cfg.get("model") is not None:
         check_choice(cfg, "model.name", list(PRESETS))
     check_choice(cfg, "format", list(FORMATS))
-    check_choice(cfg, "ema", ["auto", True, False])
+    check_choice(cfg, "weights", list(WEIGHT_CHOICES))
     check_number(cfg, "data.crop_size", integer=True, low=16, optional=True)
 
 

@@ -1,6 +1,6 @@
-"""Starting from other weights: model.weights (fine-tuning), model.freeze and optim.backbone_lr_mult.
+"""Starting from other weights: finetune.weights (fine-tuning), finetune.freeze and optim.backbone_lr_mult.
 
-`model.weights=PATH` takes a torchvision `.pth` (googlenet / inception_v3 state dict) or a train.py checkpoint
+`finetune.weights=PATH` takes a torchvision `.pth` (googlenet / inception_v3 state dict) or a train.py checkpoint
 (its EMA weights when it has them). Every tensor whose name and shape match is loaded; the classifier layers
 (the main and the aux heads) keep their fresh initialisation when their shape differs (another class count);
 any other tensor that does not fit is an error that lists them. Unlike `resume`, the optimizer, the schedule
@@ -11,14 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from torch import nn
 
-from data.checks import check_choice, check_number, get
+from common.checks import check_choice, check_number, get
+from common.errors import UserError
 
-from .checkpoint import is_checkpoint, read_weights_file, state_dict_in
-from .errors import UserError
-from .models.layers import AUX_PREFIXES
+from ..checkpoint import read_weights
+from ..models.layers import AUX_PREFIXES
 
 # The classifier layers: the main head, and the auxiliary heads.
 HEAD_PREFIXES = ("fc.", *AUX_PREFIXES)
@@ -26,13 +25,13 @@ FREEZE_CHOICES = (None, "features")
 
 
 def check_finetune_config(cfg) -> None:
-    weights = get(cfg, "model.weights")
+    weights = get(cfg, "finetune.weights")
     if weights is not None and not Path(str(weights)).expanduser().is_file():
-        raise UserError(f"model.weights={weights} is not a file; pass a torchvision .pth or a train.py checkpoint")
-    check_choice(cfg, "model.freeze", FREEZE_CHOICES)
+        raise UserError(f"finetune.weights={weights} is not a file; pass a torchvision .pth or a train.py checkpoint")
+    check_choice(cfg, "finetune.freeze", FREEZE_CHOICES)
     check_number(cfg, "optim.backbone_lr_mult", low=0)
     if cfg.resume is not None and weights is not None:
-        raise UserError("resume= continues a run, model.weights= starts a new one from weights: pass one of them")
+        raise UserError("resume= continues a run, finetune.weights= starts a new one from weights: pass one of them")
 
 
 def is_head(name: str) -> bool:
@@ -52,22 +51,10 @@ class LoadReport:
         return f"started from {self.source}: loaded {len(self.loaded)} tensors{fresh}{ignored}"
 
 
-def read_start_weights(path: Path) -> tuple[dict[str, torch.Tensor], str]:
-    content = read_weights_file(path, "model.weights")
-    if is_checkpoint(content):
-        if content.get("ema"):
-            return content["ema"]["model"], f"{path} (EMA weights)"
-        return content["model"], str(path)
-    state = state_dict_in(content)
-    if state is None:
-        raise UserError(f"model.weights={path} is neither a train.py checkpoint nor a state dict of weights")
-    return {k.removeprefix("module."): v for k, v in state.items()}, f"{path} (state dict)"
-
-
 def load_start_weights(model: nn.Module, path: Path) -> LoadReport:
-    state, source = read_start_weights(Path(path).expanduser())
-    own = model.state_dict()
-    report = LoadReport(source)
+    weights = read_weights(path, "finetune.weights")
+    state, own = weights.state, model.state_dict()
+    report = LoadReport(str(weights))
     merged, misfits = dict(own), []
     for name, tensor in own.items():
         if name in state and state[name].shape == tensor.shape:
@@ -83,14 +70,14 @@ def load_start_weights(model: nn.Module, path: Path) -> LoadReport:
     misfits += [f"{k} unexpected" for k in unexpected if not k.startswith(AUX_PREFIXES)]
     if misfits:
         more = f" ... (+{len(misfits) - 6} more)" if len(misfits) > 6 else ""
-        raise UserError(f"model.weights={path} does not fit this model: {', '.join(misfits[:6])}{more}; "
+        raise UserError(f"finetune.weights={path} does not fit this model: {', '.join(misfits[:6])}{more}; "
                         "pick the matching model= (e.g. inception_v1_torchvision for torchvision's googlenet)")
     model.load_state_dict(merged)
     return report
 
 
 def freeze_features(model: nn.Module) -> list[str]:
-    """model.freeze=features: only the classifier heads train; returns the frozen modules' names."""
+    """finetune.freeze=features: only the classifier heads train; returns the frozen modules' names."""
     frozen = []
     for name, param in model.named_parameters():
         if not is_head(name):
@@ -108,8 +95,8 @@ def keep_frozen_in_eval(model: nn.Module, frozen: list[str]) -> None:
         modules[name].eval()
 
 
-def prepare_start(model: nn.Module, model_cfg, log) -> list[str]:
-    """model.weights and model.freeze on a freshly built model; returns the frozen modules' names."""
-    if model_cfg.get("weights"):
-        log.info(str(load_start_weights(model, model_cfg.weights)))
-    return freeze_features(model) if model_cfg.get("freeze") == "features" else []
+def prepare_start(model: nn.Module, finetune_cfg, log) -> list[str]:
+    """finetune.weights and finetune.freeze on a freshly built model; returns the frozen modules' names."""
+    if finetune_cfg.weights:
+        log.info(str(load_start_weights(model, finetune_cfg.weights)))
+    return freeze_features(model) if finetune_cfg.freeze == "features" else []

@@ -5,9 +5,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from data.checks import check_number
+from common.checks import check_number
 
-from .models.layers import InceptionOutputs
+from ..models.layers import InceptionOutputs
 
 
 def check_loss_config(cfg) -> None:

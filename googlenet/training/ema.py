@@ -6,7 +6,7 @@ import copy
 import torch
 from torch import nn
 
-from data.checks import check_bool, check_number
+from common.checks import check_bool, check_number
 
 
 def check_ema_config(cfg) -> None:

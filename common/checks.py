@@ -58,11 +58,3 @@ def check_number_list(cfg, key: str, low: float = 0) -> None:
     items = list(value) if value is not None and not isinstance(value, str) else None
     if items is None or not all((is_int(v) or isinstance(v, float)) and math.isfinite(v) and v >= low for v in items):
         raise UserError(f"{key}={value} must be a list of numbers >= {low}, e.g. [30, 60, 80]")
-
-
-def check_string(cfg, key: str, optional=False) -> None:
-    value = get(cfg, key)
-    if value is None and optional:
-        return
-    if not isinstance(value, str) or not value:
-        raise UserError(f"{key}={value!r} must be a non-empty string{' or null' if optional else ''}")

@@ -11,14 +11,17 @@ import contextlib
 import torch
 from torch import nn
 
+from common.seeds import derive_seed
 from data.device_ops import BatchNormalizer, adjust_photometric
+from data.transforms import PhotometricDistortion
 
-from . import distributed as D
+from .. import distributed as D
+from ..runtime import Runtime
 from .ema import ModelEMA
 from .loss import InceptionLoss, topk_correct
 from .meters import DeviceMeters
 from .optim import build_optimizer, scaled_lr
-from .runtime import Runtime, derive_seed
+from .position import Position
 from .schedule import LRSchedule
 
 # What a training step sums on the device (read once per log interval).
@@ -35,15 +38,13 @@ class TrainStep:
         device = runtime.device
         peak_lr = scaled_lr(cfg.optim, global_batch)
         train_model = D.wrap_ddp(model, env, device, cfg.dist)
-        step = cls(cfg, model=model, runtime=runtime, env=env,
-                   train_model=torch.compile(train_model) if cfg.trainer.compile else train_model,
+        return cls(cfg, model=model, runtime=runtime, env=env,
+                   train_model=torch.compile(train_model) if cfg.runtime.compile else train_model,
                    normalizer=BatchNormalizer(cfg.data.augment.lighting, runtime.channels_last).to(device),
                    optimizer=build_optimizer(model, cfg.optim, peak_lr, device.type),
                    scaler=torch.amp.GradScaler(device.type, enabled=runtime.precision == "fp16"),
                    schedule=LRSchedule(cfg.schedule, peak_lr, steps_per_epoch, cfg.trainer.epochs),
                    ema=ModelEMA(model, cfg.ema.decay) if cfg.ema.enabled else None)
-        step.peak_lr = peak_lr
-        return step
 
     def __init__(self, cfg, *, model: nn.Module, train_model: nn.Module, normalizer: nn.Module, runtime: Runtime,
                  env: D.DistEnv, optimizer: torch.optim.Optimizer, scaler, schedule, ema):
@@ -52,8 +53,7 @@ class TrainStep:
             runtime, env, optimizer, scaler, schedule, ema)
         self.accumulate = cfg.optim.accumulate
         self.criterion = InceptionLoss(cfg.loss.aux_weight, cfg.loss.label_smoothing)
-        augment = cfg.data.augment
-        self.photometric = any(augment.get(k, 0) > 0 for k in ("brightness", "contrast", "saturation", "hue"))
+        self.photometric = PhotometricDistortion.from_augment(cfg.data.augment) is not None
 
     def to_device(self, images, targets, factors) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 images on the device, with the photometric distortions their loader drew applied."""
@@ -63,17 +63,21 @@ class TrainStep:
             images = adjust_photometric(images, factors.to(device, non_blocking=True))
         return images, targets.to(device, non_blocking=True)
 
-    def lighting_generator(self, index: int) -> torch.Generator | None:
-        """PCA lighting noise drawn from a stream per rank and per batch (reproducible, distinct over ranks)."""
+    def lighting_generator(self, micro_batches: int) -> torch.Generator | None:
+        """PCA lighting noise drawn from a stream per rank and per micro-batch (reproducible, distinct over ranks)."""
         if self.cfg.data.augment.lighting <= 0:
             return None
-        seed = derive_seed(self.cfg.seed, "lighting", self.env.rank, index)
+        seed = derive_seed(self.cfg.seed, "lighting", self.env.rank, micro_batches)
         return torch.Generator(device=self.runtime.device).manual_seed(seed)
 
-    def forward_backward(self, images, targets, micro: int, step: int, meters: DeviceMeters) -> None:
-        """Micro-batch `micro` (counted in the epoch) of optimizer step `step`; its sums go to `meters`."""
-        x = self.normalizer(images, self.lighting_generator(step * self.accumulate + micro % self.accumulate))
-        last_micro = (micro + 1) % self.accumulate == 0
+    def completes_step(self, position: Position) -> bool:
+        """Whether the next batch is the last micro-batch of its accumulation group."""
+        return position.micro_in_step + 1 == self.accumulate
+
+    def forward_backward(self, images, targets, position: Position, meters: DeviceMeters) -> None:
+        """The next micro-batch at `position`; its sums go to `meters`."""
+        x = self.normalizer(images, self.lighting_generator(position.micro_batches(self.accumulate)))
+        last_micro = self.completes_step(position)
         sync = self.train_model.no_sync() if self.env.enabled and not last_micro else contextlib.nullcontext()
         with sync:
             with self.runtime.autocast():
@@ -86,18 +90,18 @@ class TrainStep:
             aux = {f"loss_{k}": v * n for k, v in terms.items() if k.startswith("aux")}
             meters.add(loss=loss.detach() * n, loss_main=terms["main"] * n, top1=top1, top5=top5, images=n, **aux)
 
-    def batch(self, images, targets, micro: int, step: int, position: float, meters: DeviceMeters) -> bool:
-        """One micro-batch (already on the device): forward and backward, and the update when it completes an
-        optimizer step (True then). `micro` counts batches in the epoch, `step` optimizer steps so far."""
-        self.forward_backward(images, targets, micro, step, meters)
-        if (micro + 1) % self.accumulate:
+    def batch(self, images, targets, position: Position, schedule_steps: float, meters: DeviceMeters) -> bool:
+        """One micro-batch (already on the device) at `position`: forward and backward, and the update when it
+        completes an optimizer step (True then); `schedule_steps` is where the lr schedule stands."""
+        self.forward_backward(images, targets, position, meters)
+        if not self.completes_step(position):
             return False
-        self.update(position, step + 1)
+        self.update(schedule_steps, position.step + 1)
         return True
 
-    def update(self, position: float, step: int) -> None:
-        """The optimizer step at `position` (in steps of the schedule); `step` is the count after it."""
-        lr = self.schedule(position)
+    def update(self, schedule_steps: float, step: int) -> None:
+        """The optimizer step at `schedule_steps`; `step` is the count of steps after it."""
+        lr = self.schedule(schedule_steps)
         for group in self.optimizer.param_groups:
             group["lr"] = lr * group.get("lr_mult", 1.0)
         clip = self.cfg.optim.clip_grad_norm

@@ -7,10 +7,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import distributed as D
+from .. import distributed as D
+from ..runtime import Runtime
 from .loss import topk_correct
 from .meters import DeviceMeters
-from .runtime import Runtime
 from .stopping import TrainingInterrupted
 
 VAL_METERS = ("loss", "top1", "top5", "images")

@@ -1,8 +1,14 @@
-"""The training loop: main + aux losses, accumulation, clipping, EMA, validation, checkpoints, resume.
+"""The training loop. `Trainer` builds a run from its config, then runs it epoch by epoch:
 
-`Trainer.__init__` reads as the list of what a run is made of; each `build_*` step is a few lines. The
-pieces with a job of their own live beside it: `runtime` (device, precision), `state` (what a checkpoint
-holds), `meters` (device-side sums), `stopping` (signals), `runlog` (console, train.log, TensorBoard).
+    build: runtime and process group -> run dir (lock, log) -> data -> model (finetune start, SyncBN)
+           -> TrainStep (optimizer, schedule, scaler, EMA, DDP) -> resume from a checkpoint if asked
+    fit:   per epoch: train (batches through TrainStep, the position advanced, meters logged every
+           trainer.log_every steps, stop requests agreed between ranks), save last.pt, validate the raw and
+           the EMA weights, keep best.pt / epoch_<N>.pt, print the epoch line
+
+It owns the run's position and outcome (`RunState`) and the run's files; everything else has its own owner:
+TrainStep the optimizer, scaler, EMA and wrapped model; RunLog the console, train.log and TensorBoard;
+StopRequest the signals. `report` turns values into log lines.
 """
 from __future__ import annotations
 
@@ -15,25 +21,25 @@ import torch
 from omegaconf import open_dict
 from torch import nn
 
-from data.checks import check_bool, check_choice, check_number
+from common.checks import check_bool, check_choice, check_number
+from common.errors import UserError
+from common.seeds import SEED_LIMIT, derive_seed
 from data.loaders import build_data
 
-from . import distributed as D
-from .checkpoint import RunCheckpoints, finite
-from .errors import UserError
+from .. import distributed as D
+from ..checkpoint import RunCheckpoints, finite
+from ..models.layers import AUX_HEADS
+from ..models.registry import build_from_config
+from ..runtime import seed_everything, start
 from .finetune import keep_frozen_in_eval, prepare_start
 from .meters import DeviceMeters, IntervalTimer
-from .models.layers import AUX_HEADS
-from .models.registry import build_from_config
 from .report import describe, log_epoch, log_image_grid, log_interval, log_validation, report_skipped, write_hparams
+from .rundir import RunLock, clean_leftovers, refuse_existing_checkpoints, write_run_config
 from .runlog import RunLog
-from .rundir import RunLock, clean_leftovers, refuse_existing_checkpoints
-from .runtime import SEED_LIMIT, build_runtime, derive_seed, resolve_device, seed_everything
 from .state import RunResult, RunState, make_checkpoint, resume_from, resume_path
 from .step import TRAIN_METERS, TrainStep
 from .stopping import StopRequest, TrainingInterrupted
 from .validation import validate_models
-
 
 
 class NonFiniteLoss(Exception):
@@ -76,7 +82,7 @@ class Trainer:
         self.stop = StopRequest()
         # hooks["step"] run after every optimizer step, hooks["val_batch"] after every validation batch
         self.hooks: dict[str, list[Callable[[Trainer], None]]] = {"step": [], "val_batch": []}
-        self.skipped: list[str] = []
+        self.replaced: list[str] = []  # unreadable training images replaced this epoch
         try:
             self.build_runtime()
             self.build_output()
@@ -89,13 +95,8 @@ class Trainer:
             raise
 
     def build_runtime(self) -> None:
-        t = self.cfg.trainer
-        device = resolve_device(t.device)
-        self.env = D.init_distributed(self.cfg.dist, device.type)
-        if self.env.enabled and device.type == "cuda":
-            device = torch.device("cuda", self.env.local_rank)
-        self.runtime = build_runtime(device, t.precision, t.channels_last, t.cudnn_benchmark)
-        self.device = device
+        self.env, self.runtime = start(self.cfg.runtime, self.cfg.dist)
+        self.device = self.runtime.device
 
     def build_output(self) -> None:
         self.run_dir = Path(D.broadcast_string(self.cfg.run_dir, self.env))
@@ -118,7 +119,7 @@ class Trainer:
         cfg = self.cfg
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
         model = build_from_config(cfg.model)
-        self.frozen = prepare_start(model, cfg.model, self.log)  # fine-tuning: weights to start from, frozen part
+        self.frozen = prepare_start(model, cfg.finetune, self.log)  # fine-tuning: weights to start from, frozen part
         if self.env.enabled:  # then distinct dropout streams per rank
             torch.manual_seed(derive_seed(cfg.seed, "rank", self.env.rank))
             if cfg.dist.sync_bn:
@@ -133,10 +134,8 @@ class Trainer:
         self.batches_per_epoch = batches_per_epoch(len(self.data.train), cfg.trainer.limit_train_batches,
                                                    cfg.optim.accumulate)
         self.steps_per_epoch = self.batches_per_epoch // cfg.optim.accumulate
-        step = self.train_step = TrainStep.build(cfg, self.model, self.runtime, self.env, self.steps_per_epoch,
-                                                 self.global_batch)
-        self.optimizer, self.scaler, self.ema, self.peak_lr = step.optimizer, step.scaler, step.ema, step.peak_lr
-        self.train_model, self.normalizer = step.train_model, step.normalizer
+        self.train_step = TrainStep.build(cfg, self.model, self.runtime, self.env, self.steps_per_epoch,
+                                          self.global_batch)
 
     def resume_if_asked(self) -> None:
         path = resume_path(self.cfg.resume, self.ckpt_dir, D.launched_by_a_scheduler())
@@ -145,15 +144,22 @@ class Trainer:
             if self.cfg.resume == "auto" or D.launched_by_a_scheduler():
                 self.log.info(f"resume=auto: no {self.ckpt_dir / 'last.pt'} yet, starting from scratch")
             return
-        self.state, notes = resume_from(path, self.cfg, self.data.classes, model=self.model, ema=self.ema,
-                                        optimizer=self.optimizer, scaler=self.scaler, env=self.env, device=self.device)
+        step = self.train_step
+        self.state, notes = resume_from(path, self.cfg, self.data.classes, model=self.model, ema=step.ema,
+                                        optimizer=step.optimizer, scaler=step.scaler, env=self.env,
+                                        device=self.device)
         s = self.state
         self.log.info(f"resumed from {path}: epoch {s.epoch + 1}, {s.samples_in_epoch} samples into it, step "
                       f"{s.step}" + "".join(f"; {note}" for note in notes))
 
     def fit(self) -> dict[str, float]:
-        describe(self)
-        epochs = self.cfg.trainer.epochs
+        cfg = self.cfg
+        describe(self.log, cfg, model=self.model, data=self.data, runtime=self.runtime, world_size=self.env.world_size,
+                 global_batch=self.global_batch, peak_lr=self.train_step.schedule.peak,
+                 steps_per_epoch=self.steps_per_epoch, run_dir=self.run_dir)
+        if self.env.is_main:
+            write_run_config(self.run_dir, cfg)
+        epochs = cfg.trainer.epochs
         with self.stop:
             if self.state.pending_validation:  # the last run stopped after saving an epoch, before validating it
                 self.finish_epoch()
@@ -163,7 +169,8 @@ class Trainer:
                 self.run_epoch()
                 if self.state.epoch < epochs and self.stop.agreed(self.env, self.device):
                     raise TrainingInterrupted()  # last.pt was just written
-        write_hparams(self)
+        write_hparams(self.log, cfg, self.state.metrics, self.state.step, peak_lr=self.train_step.schedule.peak,
+                      global_batch=self.global_batch, precision=self.runtime.precision)
         return self.state.metrics
 
     def run_epoch(self) -> None:
@@ -171,7 +178,8 @@ class Trainer:
         start = time.perf_counter()
         metrics = self.train_epoch()
         metrics["epoch_time"] = time.perf_counter() - start
-        s.epoch, s.samples_in_epoch, s.metrics = s.epoch + 1, 0, metrics
+        s.next_epoch()
+        s.metrics = metrics
         s.pending_validation = s.epoch % t.val_every == 0 or s.epoch == t.epochs
         if s.pending_validation:
             self.save("last.pt")  # the trained epoch is safe before a long validation starts
@@ -189,47 +197,46 @@ class Trainer:
 
     def train_epoch(self) -> dict[str, float]:
         """Train the rest of `state.epoch`; the epoch's training metrics."""
-        t, s = self.cfg.trainer, self.state
+        t, s, step = self.cfg.trainer, self.state, self.train_step
         self.data.train.set_epoch(s.epoch, start=s.samples_in_epoch)
-        self.train_model.train()
+        step.train_model.train()
         keep_frozen_in_eval(self.model, self.frozen)
-        self.normalizer.train()
+        step.normalizer.train()
         interval, epoch = DeviceMeters(TRAIN_METERS, self.device), DeviceMeters(TRAIN_METERS, self.device)
         timer = IntervalTimer()
-        first = index = s.samples_in_epoch // self.micro_batch  # batches already trained (at this batch size)
-        start_samples = s.samples_in_epoch
-        bar = self.log.bar(self.batches_per_epoch, f"epoch {s.epoch + 1}/{t.epochs}", initial=index)
-        for images, targets, skipped, factors in self.data.train:
-            if index >= self.batches_per_epoch:
+        s.start_epoch(self.micro_batch)
+        first_batch = s.batch_in_epoch
+        samples_per_epoch = self.batches_per_epoch * self.micro_batch
+        bar = self.log.bar(self.batches_per_epoch, f"epoch {s.epoch + 1}/{t.epochs}", initial=first_batch)
+        for images, targets, replaced, factors in self.data.train:
+            if s.batch_in_epoch >= self.batches_per_epoch:
                 break
             timer.data_arrived()
-            self.skipped.extend(skipped)
-            images, targets = self.train_step.to_device(images, targets, factors)
-            if s.step == 0 and index == first and t.log_images:
-                log_image_grid(self, images)
-            position = s.position(self.steps_per_epoch, self.batches_per_epoch * self.micro_batch)
-            stepped = self.train_step.batch(images, targets, index, s.step, position, interval)
+            self.replaced.extend(replaced)
+            images, targets = step.to_device(images, targets, factors)
+            if s.step == 0 and s.batch_in_epoch == first_batch and t.log_images:
+                log_image_grid(self.log, images, s.step)
+            schedule_steps = s.schedule_steps(self.steps_per_epoch, samples_per_epoch)
+            stepped = step.batch(images, targets, s, schedule_steps, interval)
+            s.after_batch(stepped, self.global_batch)
             timer.images += len(targets)
-            index += 1
             bar.update(1)
             if stepped:
-                s.step += 1
-                s.samples_in_epoch = start_samples + (index - first) * self.micro_batch
-                if s.step % t.log_every == 0 or index == self.batches_per_epoch:
+                if s.step % t.log_every == 0 or s.batch_in_epoch == self.batches_per_epoch:
                     epoch.add_from(interval)
                     self.log_train(interval, timer, bar)
                     interval.reset()
-                self.after_step(index, bar)
+                self.after_step(bar)
             timer.tick()
         bar.close()
         epoch.add_from(interval)
         return {**epoch.averages(self.env), "data_wait": timer.total_wait}
 
-    def after_step(self, index: int, bar) -> None:
+    def after_step(self, bar) -> None:
         """Hooks, periodic checkpoints and stop requests, between optimizer steps."""
         for hook in self.hooks["step"]:
             hook(self)
-        if index >= self.batches_per_epoch:
+        if self.state.batch_in_epoch >= self.batches_per_epoch:
             return  # the end of the epoch saves anyway
         every = self.cfg.trainer.checkpoint_every_steps
         if every and self.state.step % every == 0:
@@ -246,23 +253,27 @@ class Trainer:
         if not math.isfinite(loss):
             raise NonFiniteLoss(f"training loss became {loss} at step {self.state.step} (epoch "
                                 f"{self.state.epoch + 1})")
-        log_interval(self, values, *timer.end_interval(self.env.world_size), bar)
+        lr = self.train_step.optimizer.param_groups[0]["lr"]
+        log_interval(self.log, values, self.state.step, lr, self.num_aux, self.device,
+                     *timer.end_interval(self.env.world_size), bar)
 
     def end_epoch(self, metrics: dict[str, float]) -> None:
         s = self.state
-        key = f"{'val_ema' if self.ema else 'val'}_{self.cfg.trainer.best_metric}"
+        key = f"{'val_ema' if self.train_step.ema else 'val'}_{self.cfg.trainer.best_metric}"
         improved = key in metrics and s.is_better(metrics[key], key.endswith("loss"))
         if improved:
             s.best = metrics[key]
         self.checkpoints.save_epoch(self.checkpoint(), s.epoch, improved, self.cfg.trainer.keep_last)
-        log_epoch(self, metrics)
+        log_epoch(self.log, metrics, s.epoch, self.cfg.trainer.epochs, s.step, self.replaced)
+        self.replaced = []
 
     def checkpoint(self) -> dict:
         """The checkpoint dict of now; never of non-finite weights (every rank holds the same weights)."""
-        if not finite([self.model] + ([self.ema.module] if self.ema else [])):
+        step = self.train_step
+        if not finite([self.model] + ([step.ema.module] if step.ema else [])):
             raise NonFiniteLoss(f"the weights became non-finite at step {self.state.step}")
-        return make_checkpoint(self.state, model=self.model, ema=self.ema, optimizer=self.optimizer,
-                               scaler=self.scaler, cfg=self.cfg, classes=self.data.classes, names=self.data.names,
+        return make_checkpoint(self.state, model=self.model, ema=step.ema, optimizer=step.optimizer,
+                               scaler=step.scaler, cfg=self.cfg, classes=self.data.classes, names=self.data.names,
                                device=self.device, env=self.env, global_batch=self.global_batch)
 
     def save(self, name: str = "last.pt") -> Path | None:
@@ -275,11 +286,12 @@ class Trainer:
             for hook in self.hooks["val_batch"]:
                 hook(self)
             return not self.stop.requested
-        models = {"val": self.model, **({"val_ema": self.ema.module} if self.ema else {})}
-        results, skipped = validate_models(models, self.data.val, self.normalizer, self.runtime, self.env, self.log,
-                                           self.cfg.trainer.limit_val_batches, on_batch=after_batch)
-        report_skipped(self, skipped, "skipped")
-        log_validation(self, results)
+        ema = self.train_step.ema
+        models = {"val": self.model, **({"val_ema": ema.module} if ema else {})}
+        results, skipped = validate_models(models, self.data.val, self.train_step.normalizer, self.runtime, self.env,
+                                           self.log, self.cfg.trainer.limit_val_batches, on_batch=after_batch)
+        report_skipped(self.log, skipped, "skipped", self.state.epoch, self.state.step)
+        log_validation(self.log, results, self.state.step)
         return {f"{prefix}_{k}": v for prefix, values in results.items() for k, v in values.items()}
 
     def close(self) -> None:
@@ -304,7 +316,7 @@ def train(cfg, resume_command: str | None = None) -> RunResult:
         status, code = "stopped", 0
     except NonFiniteLoss as e:
         trainer.log.info(f"error: {e}; stopped without writing a checkpoint (the last good one is in "
-                         f"{trainer.ckpt_dir}); lower optim.lr, set optim.clip_grad_norm, or use trainer.precision=32")
+                         f"{trainer.ckpt_dir}); lower optim.lr, set optim.clip_grad_norm, or use runtime.precision=32")
         status, code = "failed", 1
     finally:
         trainer.close()

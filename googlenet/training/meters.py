@@ -1,7 +1,8 @@
-"""Running sums kept on the device under names, read back (and summed over ranks) in one go.
+"""Running sums under names: device tensors are summed on the device, Python numbers (image counts) on the
+host, and both are read back (and summed over ranks) in one go.
 
-Adding to a meter never waits for the device; `read()` is the one host sync (and, under DDP, the one
-collective) per log interval.
+Adding to a meter never waits for the device and adds no device work for host numbers; `read()` is the one
+host sync (and, under DDP, the one collective) per log interval.
 """
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import time
 
 import torch
 
-from . import distributed as D
+from .. import distributed as D
 
 
 class DeviceMeters:
@@ -17,17 +18,23 @@ class DeviceMeters:
         self.names = tuple(names)
         self.index = {name: i for i, name in enumerate(self.names)}
         self.sums = torch.zeros(len(self.names), device=device, dtype=torch.float64)
+        self.host = [0.0] * len(self.names)
 
     def add(self, **values) -> None:
         """Add tensors (on the device) or Python numbers to the named sums."""
         for name, value in values.items():
-            self.sums[self.index[name]] += value
+            if isinstance(value, torch.Tensor):
+                self.sums[self.index[name]] += value
+            else:
+                self.host[self.index[name]] += value
 
     def add_from(self, other: "DeviceMeters") -> None:
         self.sums += other.sums
+        self.host = [a + b for a, b in zip(self.host, other.host)]
 
     def reset(self) -> None:
         self.sums.zero_()
+        self.host = [0.0] * len(self.names)
 
     def averages(self, env: D.DistEnv, prefix: str = "train_") -> dict[str, float]:
         """Loss per image and top-1/top-5 accuracy in percent, over all ranks."""
@@ -38,7 +45,7 @@ class DeviceMeters:
 
     def read(self, env: D.DistEnv | None = None) -> dict[str, float]:
         """The sums over all ranks, as floats."""
-        totals = self.sums.clone()
+        totals = self.sums + torch.tensor(self.host, dtype=torch.float64).to(self.sums.device, non_blocking=True)
         if env is not None:
             D.all_reduce_sum(totals, env)
         return dict(zip(self.names, totals.tolist()))

@@ -6,9 +6,8 @@ import math
 import torch
 from torch import nn
 
-from data.checks import check_bool, check_choice, check_number
-
-from .errors import UserError
+from common.checks import check_bool, check_choice, check_number
+from common.errors import UserError
 
 OPTIMIZERS = ("sgd", "rmsprop")
 

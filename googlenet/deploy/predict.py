@@ -10,19 +10,20 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from data.checks import check_bool, check_choice, check_number
+from common.checks import check_bool, check_choice, check_number
+from common.errors import UserError
+from common.files import check_writable_file, write_atomic
 from data.datasets import IMAGE_EXTENSIONS
 from data.device_ops import BatchNormalizer
-from data.files import check_writable_file, write_atomic
 from data.imaging import UnreadableImage
 from data.loaders import ignore_stop_signals
 from data.multicrop import CROP_MODES, EvalViews
 
-from .errors import UserError
-from .evaluation.models import load_for_eval
-from .evaluation.passes import crop_averaged_probs
-from .models.registry import PRESETS
-from .runtime import build_runtime, check_runtime_config, resolve_device
+from ..checkpoint import WEIGHT_CHOICES
+from ..evaluation.models import load_for_eval
+from ..evaluation.passes import crop_averaged_probs
+from ..models.registry import PRESETS
+from ..runtime import check_runtime_config, runtime_from_config
 
 
 def check_predict_config(cfg) -> None:
@@ -31,7 +32,7 @@ def check_predict_config(cfg) -> None:
     if cfg.get("model") is not None:
         check_choice(cfg, "model.name", list(PRESETS))
     check_choice(cfg, "crops", list(CROP_MODES))
-    check_choice(cfg, "ema", ["auto", True, False])
+    check_choice(cfg, "weights", list(WEIGHT_CHOICES))
     check_number(cfg, "topk", integer=True, low=1)
     check_number(cfg, "data.batch_size", integer=True, low=1)
     check_number(cfg, "data.workers", integer=True, low=0)
@@ -89,8 +90,7 @@ def predict(cfg) -> dict:
     paths = list_images(cfg.images)
     output = check_writable_file(cfg.output or "predictions.json", "output")
     loaded = load_for_eval(cfg, Path(str(cfg.ckpt)).expanduser())
-    runtime = build_runtime(resolve_device(cfg.trainer.device), cfg.trainer.precision, cfg.trainer.channels_last,
-                            cfg.trainer.cudnn_benchmark)
+    runtime = runtime_from_config(cfg.runtime)
     geometry = loaded.geometry(cfg)
     loader = DataLoader(ImageFiles(paths, EvalViews([geometry], (cfg.crops,))), batch_size=cfg.data.batch_size,
                         num_workers=cfg.data.workers, collate_fn=collate, worker_init_fn=ignore_stop_signals)

@@ -2,24 +2,28 @@
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
 
-from . import distributed as D
-from .errors import UserError
+from common.errors import UserError
+from common.seeds import derive_seed
+
+from .. import distributed as D
+from .position import SAVED as SAVED_POSITION
+from .position import Position
 
 # What a checkpoint must hold to resume a run (and evaluation reads the same file).
-RESUME_KEYS = ("model", "ema", "optimizer", "scaler", "epoch", "step", "rng", "config", "classes")
+RESUME_KEYS = ("model", "ema", "optimizer", "optimizer_layout", "scaler", *SAVED_POSITION, "best", "metrics",
+               "pending_validation", "rng", "config", "classes")
 
 
 @dataclass
-class RunState:
-    epoch: int = 0                  # the epoch being (or next to be) trained
-    samples_in_epoch: int = 0       # samples of `epoch` already trained, by all ranks together
-    step: int = 0                   # optimizer steps so far
+class RunState(Position):
+    """The run's position, and how it is doing: what a checkpoint holds besides the tensors."""
+
     best: float | None = None       # best value of the configured validation metric
     metrics: dict[str, float] = field(default_factory=dict)  # the last finished epoch's
     pending_validation: bool = False  # the last finished epoch was saved before its validation ran
@@ -27,10 +31,9 @@ class RunState:
     def is_better(self, value: float, lower_is_better: bool) -> bool:
         return self.best is None or (value < self.best if lower_is_better else value > self.best)
 
-    def position(self, steps_per_epoch: int, samples_per_epoch: int) -> float:
-        """Optimizer steps so far, counted in the current epoch length: what the lr schedule reads (exact when the
-        batch size never changed; a changed batch size moves along the same curve by epochs)."""
-        return self.epoch * steps_per_epoch + self.samples_in_epoch * steps_per_epoch / samples_per_epoch
+    def saved(self) -> dict:
+        return {**super().saved(), "best": self.best, "metrics": self.metrics,
+                "pending_validation": self.pending_validation}
 
 
 @dataclass
@@ -72,7 +75,7 @@ def make_checkpoint(state: RunState, *, model, ema, optimizer, scaler, cfg, clas
         "optimizer": optimizer.state_dict(),
         "optimizer_layout": optimizer_layout(optimizer),
         "scaler": scaler.state_dict(),
-        **asdict(state),
+        **state.saved(),
         "rng": D.gather_objects(rng_state(device), env),
         "world_size": env.world_size, "global_batch": global_batch,
         "config": OmegaConf.to_container(cfg, resolve=True),
@@ -94,7 +97,7 @@ def resume_path(resume, ckpt_dir: Path, restartable: bool) -> Path | None:
 
 
 # Model keys a resumed run may change: they do not change the network's tensors.
-ARCHITECTURE_EXEMPT = ("weights", "freeze", "dropout", "aux_dropout")
+ARCHITECTURE_EXEMPT = ("dropout", "aux_dropout")
 
 
 def check_resumable(checkpoint: dict, path: Path, cfg, classes: list[str]) -> None:
@@ -124,15 +127,14 @@ def check_resumable(checkpoint: dict, path: Path, cfg, classes: list[str]) -> No
 def resume_from(path: Path, cfg, classes: list[str], *, model, ema, optimizer, scaler, env: D.DistEnv,
                 device: torch.device) -> tuple[RunState, list[str]]:
     """Load a checkpoint into a run built from `cfg` (after the checks): its position, and notes for the log."""
-    from .checkpoint import load_checkpoint
+    from ..checkpoint import load_checkpoint
     checkpoint = load_checkpoint(path, required=RESUME_KEYS)
     check_resumable(checkpoint, path, cfg, classes)
     state, notes = apply_checkpoint(checkpoint, path, model=model, ema=ema, optimizer=optimizer, scaler=scaler)
-    rngs = checkpoint["rng"] if isinstance(checkpoint["rng"], list) else [checkpoint["rng"]]
+    rngs = checkpoint["rng"]
     if len(rngs) == env.world_size:  # the exact random streams of every rank
         restore_rng(rngs[env.rank], device)
     else:
-        from .runtime import derive_seed
         torch.manual_seed(derive_seed(cfg.seed, "rank", env.rank, state.step))
         notes.append(f"{len(rngs)} process(es) wrote it, {env.world_size} resume it: new random streams")
     return state, notes
@@ -149,27 +151,22 @@ def apply_checkpoint(checkpoint: dict, path: Path, *, model, ema, optimizer, sca
         ema.load_state_dict(checkpoint["ema"])
     notes = _load_optimizer(checkpoint, path, optimizer)
     if scaler.is_enabled() and not checkpoint["scaler"]:
-        notes.append("trainer.precision=fp16 now: the gradient scaler starts afresh")
+        notes.append("runtime.precision=fp16 now: the gradient scaler starts afresh")
     elif scaler.is_enabled():
         scaler.load_state_dict(checkpoint["scaler"])
-    known = {f.name for f in fields(RunState)}
-    state = RunState(**{k: v for k, v in checkpoint.items() if k in known})
-    if "samples_in_epoch" not in checkpoint and checkpoint.get("batch_in_epoch"):  # written before 2026-11
-        state.samples_in_epoch = checkpoint["batch_in_epoch"] * checkpoint["config"]["data"]["batch_size"]
+    state = RunState(**{k: checkpoint[k] for k in (*SAVED_POSITION, "best", "metrics", "pending_validation")})
     return state, notes
 
 
 def _load_optimizer(checkpoint: dict, path: Path, optimizer: torch.optim.Optimizer) -> list[str]:
-    saved = checkpoint.get("optimizer_layout") or {"type": type(optimizer).__name__,
-                                                   "groups": [len(g["params"]) for g in
-                                                              checkpoint["optimizer"]["param_groups"]]}
+    saved = checkpoint["optimizer_layout"]
     now = optimizer_layout(optimizer)
     if saved["type"] != now["type"]:
         raise UserError(f"checkpoint {path} was trained with the {saved['type']} optimizer, not {now['type']}; "
-                        "resume with the same optim= (or start a new run from its weights with model.weights=)")
+                        "resume with the same optim= (or start a new run from its weights with finetune.weights=)")
     if saved["groups"] != now["groups"]:
         raise UserError(f"checkpoint {path} groups the parameters differently (e.g. optim.no_decay_norm_bias or "
-                        "model.freeze changed); resume with the same settings")
+                        "finetune.freeze changed); resume with the same settings")
     configured = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
     optimizer.load_state_dict(checkpoint["optimizer"])
     notes = []

@@ -11,7 +11,7 @@ import errno
 import os
 import tempfile
 from pathlib import Path
-from typing import Callable, IO
+from typing import IO, Callable
 
 from .errors import UserError
 
@@ -67,31 +67,39 @@ def remove_stale_temp_files(folder: str | Path) -> list[Path]:
     return stale
 
 
-def check_writable_file(path: str | Path, key: str) -> Path:
-    """`path` can be written as a file: not a directory, not under a file, in a folder we may write to. Checked
-    before a long job starts, so that its results are never lost at the end (the probe leaves nothing)."""
-    path = Path(path).expanduser()
-    if path.is_dir():
-        raise UserError(f"{key}={path} is a directory; pass a file name, e.g. {key}={path / 'results.json'}")
-    folder = path.parent
+def probe_writable_dir(folder: str | Path, key: str, value) -> Path:
+    """`folder` can be created and written to (probed: permission bits do not tell for root or odd file systems);
+    the probe leaves nothing behind. A one-line error names `key=value` otherwise. Returns the deepest part of
+    `folder` that existed already."""
+    folder = Path(folder).expanduser().absolute()
     existing = folder
     while not existing.exists():
         existing = existing.parent
     if not existing.is_dir():
-        raise UserError(f"{key}={path} lies under the file {existing}; choose another {key}")
-    created = [p for p in [folder, *folder.parents] if not p.exists()]
+        raise UserError(f"{key}={value} lies under the file {existing}; choose another {key}")
+    created = [p for p in [folder, *folder.parents] if not p.exists()]  # deepest first
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
             pass
     except OSError as e:
-        raise UserError(f"{key}={path} cannot be written ({e.strerror or e}); choose another {key}") from None
+        raise UserError(f"{key}={value} cannot be written ({e.strerror or e}); choose another {key}") from None
     finally:
         for p in created:
             try:
                 p.rmdir()
             except OSError:
                 pass
+    return existing
+
+
+def check_writable_file(path: str | Path, key: str) -> Path:
+    """`path` can be written as a file: checked before a long job starts, so that its results are never lost
+    at the end."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise UserError(f"{key}={path} is a directory; pass a file name, e.g. {key}={path / 'results.json'}")
+    probe_writable_dir(path.parent, key, path)
     return path
 
 

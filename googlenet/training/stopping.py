@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import signal
 
-from . import distributed as D
+from common.signals import STOP_SIGNALS
 
-STOP_SIGNALS = tuple(s for s in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGUSR1", None)) if s is not None)
+from .. import distributed as D
 
 
 class TrainingInterrupted(Exception):
@@ -52,10 +52,3 @@ class StopRequest:
     def agreed(self, env: D.DistEnv, device) -> bool:
         """True on every rank when any rank was asked to stop (one collective under DDP)."""
         return D.any_rank(self.requested, env, device)
-
-
-def ignore_stop_signals(worker_id: int | None = None) -> None:
-    """For loader worker processes: the main process owns shutdown, so a signal sent to the whole process
-    group (SLURM, a terminal's Ctrl-C) must not kill a worker before the main process has saved."""
-    for sig in STOP_SIGNALS:
-        signal.signal(sig, signal.SIG_IGN)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import bisect
 import math
 
-from data.checks import check_choice, check_number, check_number_list
+from common.checks import check_choice, check_number, check_number_list
 
 SCHEDULES = ("cosine", "step", "multistep")
 

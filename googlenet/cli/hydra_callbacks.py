@@ -14,17 +14,22 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from .distributed import launch_time, launched_by_torchrun
+from ..distributed import launch_time, launched_by_torchrun
 
 RESULT_FILE = "result.json"
+
+
+def agree_on_now() -> None:
+    """`${now:...}` resolves to this job's launch time (`distributed.launch_time`): under torchrun the same for
+    every rank of a node and across restarts. The one place the resolver is registered."""
+    started = launch_time()
+    OmegaConf.register_new_resolver("now", lambda pattern: started.strftime(pattern), use_cache=True, replace=True)
 
 
 class AgreedLaunchTime(Callback):
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
         if launched_by_torchrun():
-            started = launch_time()
-            OmegaConf.register_new_resolver("now", lambda pattern: started.strftime(pattern), use_cache=True,
-                                            replace=True)
+            agree_on_now()
 
 
 def summary_lines(sweep_dir: Path) -> list[str]:

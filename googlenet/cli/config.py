@@ -15,20 +15,21 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import OmegaConfBaseException
 
+from common.errors import UserError
 from data.loaders import check_data_config
 
-from .distributed import check_dist_config, launch_time
-from .ema import check_ema_config
-from .finetune import check_finetune_config
-from .errors import UserError
-from .loss import check_loss_config
-from .models.registry import check_model_config
-from .optim import check_optim_config
-from .runtime import check_runtime_config
-from .schedule import check_schedule_config
-from .trainer import check_trainer_config
+from ..distributed import check_dist_config
+from ..models.registry import check_model_config
+from ..runtime import check_runtime_config
+from ..training.ema import check_ema_config
+from ..training.finetune import check_finetune_config
+from ..training.loss import check_loss_config
+from ..training.optim import check_optim_config
+from ..training.schedule import check_schedule_config
+from ..training.trainer import check_trainer_config
+from .hydra_callbacks import agree_on_now
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
 
 def check_train_config(cfg) -> None:
@@ -51,17 +52,17 @@ def check_train_config(cfg) -> None:
 
 
 def check_evaluate_config(cfg) -> None:
-    from .evaluation.run import check_evaluation_config
+    from ..evaluation.run import check_evaluation_config
     check_evaluation_config(cfg)
 
 
 def check_predict_config(cfg) -> None:
-    from .predict import check_predict_config as check
+    from ..deploy.predict import check_predict_config as check
     check(cfg)
 
 
 def check_export_config(cfg) -> None:
-    from .export import check_export_config as check
+    from ..deploy.export import check_export_config as check
     check(cfg)
 
 
@@ -102,9 +103,34 @@ def _has_key(cfg, key: str) -> bool:
     return OmegaConf.is_dict(node) and leaf in node
 
 
+_RUNTIME_MOVED = {f"trainer.{k}": f"runtime.{k}" for k in ("device", "precision", "channels_last", "compile",
+                                                             "cudnn_benchmark")}
+# Keys that were renamed so that a key means one thing in every command: the old spelling names the new one.
+RENAMED = {
+    "train": {"model.weights": "finetune.weights", "model.freeze": "finetune.freeze", **_RUNTIME_MOVED},
+    "evaluate": {"ema": "weights (auto | raw | ema)", "trainer.limit_val_batches": "limit_batches",
+                 "trainer.progress": "progress", **_RUNTIME_MOVED},
+    "predict": {"ema": "weights (auto | raw | ema)", **_RUNTIME_MOVED},
+    "export": {"ema": "weights (auto | raw | ema)", **_RUNTIME_MOVED},
+}
+
+
+def override_key(item: str) -> str:
+    return item.lstrip("+~").split("=", 1)[0].split("@")[0]
+
+
+def check_renamed_keys(config_name: str, overrides: list[str]) -> None:
+    for item in overrides:
+        key = override_key(item)
+        new = RENAMED.get(config_name, {}).get(key)
+        if new is not None:
+            raise UserError(f"{key} was renamed: use {new} (python {config_name}.py --help lists every key)")
+
+
 def check_added_keys(config_name: str, overrides: list[str]) -> None:
     """`+key=value` would add a key nothing reads (only config groups may be added that way), and `++key=value`
     may only set a key that exists: both are typos otherwise."""
+    check_renamed_keys(config_name, overrides)
     forced = []
     for item in overrides:
         if item.startswith("+") and "=" in item:
@@ -126,8 +152,7 @@ def check_added_keys(config_name: str, overrides: list[str]) -> None:
 def compose_raw(config_name: str, overrides: list[str]) -> DictConfig:
     """The composed config with its `hydra` node, unresolved (Hydra's compose API)."""
     setup_globals()
-    started = launch_time()  # one timestamp for all ranks of a torchrun job, and across its restarts
-    OmegaConf.register_new_resolver("now", lambda pattern: started.strftime(pattern), replace=True)
+    agree_on_now()
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):

@@ -5,9 +5,10 @@ import fcntl
 import os
 from pathlib import Path
 
-from data.files import remove_stale_temp_files
+from omegaconf import OmegaConf
 
-from .errors import UserError
+from common.errors import UserError
+from common.files import remove_stale_temp_files, write_atomic
 
 LOCK_NAME = ".lock"
 
@@ -53,3 +54,8 @@ def refuse_existing_checkpoints(run_dir: Path, overwrite: bool) -> None:
     if existing and not overwrite:
         raise UserError(f"{run_dir} already holds checkpoints ({', '.join(existing)}); continue that run with "
                         "resume=auto, or pass trainer.overwrite=true to replace them")
+
+
+def write_run_config(run_dir: Path, cfg) -> None:
+    """`config.yaml`: the run's resolved config, as the run started (Hydra's `.hydra/` holds the overrides)."""
+    write_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg))

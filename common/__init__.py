@@ -1,0 +1,8 @@
+"""Helpers every layer uses (the lowest layer: it imports nothing from `data` or `googlenet`).
+
+errors    UserError: a problem the user can fix, shown as one line
+checks    config value checks that name the key and the allowed values
+files     atomic writes (never half a file), writability probes, our temporary files
+seeds     seeds for each purpose, derived from the run's seed
+signals   the signals that stop a job
+"""
