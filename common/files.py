@@ -9,13 +9,17 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import IO, Callable
 
 from .errors import UserError
 
-TEMP_SUFFIX = ".tmp"
+TEMP_SUFFIX = ".googlenet-tmp"
+# `.<name>.<mkstemp's 8 random characters>.googlenet-tmp[<suffix>]`: a pattern nothing but our writers makes, so
+# the clean-up after a killed writer never touches a user's own dotfiles (`.env.tmpl`, `.notes.tmp.txt`).
+OUR_TEMP_FILE = re.compile(r"\..+\.[A-Za-z0-9_]{8}" + re.escape(TEMP_SUFFIX) + r"(\.[A-Za-z0-9]+)?")
 
 
 def _umask() -> int:
@@ -61,7 +65,7 @@ def remove_stale_temp_files(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    stale = [p for p in folder.iterdir() if p.name.startswith(".") and TEMP_SUFFIX in p.name and p.is_file()]
+    stale = [p for p in folder.iterdir() if OUR_TEMP_FILE.fullmatch(p.name) and p.is_file()]
     for p in stale:
         p.unlink(missing_ok=True)
     return stale

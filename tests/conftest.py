@@ -23,7 +23,8 @@ LONG_FIRST = ("test_distributed.py", "test_predict_export.py", "test_sweeps.py",
 def pytest_collection_modifyitems(config, items):
     """Order for parallel workers: one test that needs the trained sample checkpoint first (a worker trains it
     while the others run the rest), then the long end-to-end files, then the rest, and last the other tests of
-    that checkpoint, which by then is ready for whichever worker runs them."""
+    that checkpoint, which by then is ready for whichever worker runs them (xdist hands out the first quarter of
+    the tests round-robin: any of them could reach the checkpoint before it is trained)."""
     needs = [item for item in items if SAMPLE_FIXTURE in getattr(item, "fixturenames", ())]
     rest = [item for item in items if item not in needs]
     long = [item for item in rest if item.path.name in LONG_FIRST]

@@ -62,7 +62,7 @@ def test_exports_match_the_eager_model(tmp_path, fmt, sample_checkpoint, incepti
     for name, args, size, classes in (("v1", [f"ckpt={sample_checkpoint / 'best.pt'}"], 64, 10),
                                       ("v3", [f"ckpt={tv}", "model=inception_v3_torchvision"], 299, 1000)):
         output = tmp_path / f"{name}.{fmt}"
-        if name == "v1":  # export.py from the shell
+        if name == "v1" and fmt == "onnx":  # export.py from the shell
             result = run_script("export.py", *args, f"format={fmt}", f"output={output}", cwd=tmp_path)
             assert result.returncode == 0, result.stderr
             printed = result.stdout

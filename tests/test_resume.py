@@ -63,12 +63,16 @@ def test_a_stop_during_validation_keeps_the_trained_epoch_and_resume_validates_i
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
 
 
-def test_stale_temporary_files_are_removed_at_start(tmp_path, tiny_folder):
-    stale = tmp_path / "run" / "checkpoints" / ".last.pt.x1y2z3.tmp"
+def test_stale_temporary_files_are_removed_at_start_and_nothing_else(tmp_path, tiny_folder):
+    stale = tmp_path / "run" / "checkpoints" / ".last.pt.x1y2z3ab.googlenet-tmp"  # what write_atomic names them
     stale.parent.mkdir(parents=True)
     stale.write_bytes(b"half a checkpoint from a kill -9")
+    mine = [tmp_path / "run" / name for name in (".env.tmpl", ".notes.tmp.txt", ".x.tmp", ".a.b.tmp")]
+    for path in mine:
+        path.write_text("a user's file")
     Trainer(_cfg(tmp_path, tiny_folder, "trainer.epochs=1")).close()
     assert not stale.exists()
+    assert all(path.read_text() == "a user's file" for path in mine)
 
 
 def test_a_second_trainer_on_the_same_run_dir_is_refused(tmp_path, tiny_folder):

@@ -20,12 +20,11 @@ from ..distributed import detect_env
 from ..training.state import RunResult
 from .config import VALIDATORS
 from .hydra_callbacks import RESULT_FILE
-from .precheck import Precheck
+from .precheck import RUN_RECORDS, Precheck
 
 EXIT_USER_ERROR = 2
 # Keys that hold paths a user types relative to where they run the command (Hydra may chdir later).
 PATH_KEYS = ("data.root", "resume", "ckpt", "probs", "output", "finetune.weights", "images")
-HYDRA_RECORD = (".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml")
 
 
 @dataclass
@@ -92,12 +91,14 @@ class Session:
             sys.exit(result.exit_code)
         return result.value if result.value is not None or result.status == "completed" else math.nan
 
-    def remove_failed_start(self, run_dir: Path, log_names=("train.log",)) -> None:
-        """A run that failed before it wrote anything of its own leaves no directory: only the files Hydra made
-        for it are removed (and the folders, when that leaves them empty), never anything else."""
+    def remove_failed_start(self, run_dir: Path) -> None:
+        """A run that failed before it wrote anything of its own leaves no directory: only the records this
+        command made for it are removed (and the folders, when that leaves them empty), never anything that
+        was there before (another run's records) and never the lock (its owner removes it)."""
         _drop_log_files(run_dir)
-        for name in (*HYDRA_RECORD, *log_names, ".lock"):
-            (run_dir / name).unlink(missing_ok=True)
+        for name in RUN_RECORDS:
+            if name not in self.precheck.existing_records:
+                (run_dir / name).unlink(missing_ok=True)
         stop = self.precheck.existing_ancestor or run_dir.parent
         for folder in (run_dir / ".hydra", run_dir, *run_dir.parents):
             if folder == stop or stop not in folder.parents:

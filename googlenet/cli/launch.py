@@ -1,4 +1,7 @@
-"""torchrun with a truthful exit status after a stop signal: python -m googlenet.cli.launch [torchrun flags] train.py ...
+"""torchrun with a truthful exit status after a stop signal:
+
+    python -m googlenet.cli.launch [torchrun flags] train.py ...
+
 
 The same launcher as `torchrun`, except for what happens on SIGTERM/SIGINT (what schedulers and Ctrl-C send):
 torchrun forwards the signal to the workers and then re-raises it, exiting 1 even when every worker finished

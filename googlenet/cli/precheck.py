@@ -12,6 +12,8 @@ from omegaconf import DictConfig, OmegaConf
 from common.errors import UserError
 from common.files import probe_writable_dir
 
+from ..distributed import launched_by_a_scheduler
+from ..training.rundir import check_not_a_system_folder, check_run_dir_free
 from .config import (
     VALIDATORS,
     check_added_keys,
@@ -23,6 +25,9 @@ from .config import (
 )
 
 MAX_CHECKED_SWEEP_JOBS = 256
+# What Hydra and the run's log write into a run dir before the task runs (a failed start removes these, if it
+# made them).
+RUN_RECORDS = (".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml", "train.log")
 
 
 @dataclass
@@ -31,6 +36,7 @@ class Precheck:
 
     validated: bool = False        # every job's config was validated here (the task need not do it again)
     existing_ancestor: Path | None = None  # the deepest folder of the run dir that existed before this command
+    existing_records: frozenset[str] = frozenset()  # RUN_RECORDS that were there before this command
 
 
 def parse_overrides(overrides: list[str]):
@@ -61,13 +67,21 @@ def check_command_line(config_name: str, overrides: list[str], multirun: bool) -
         raise UserError(f"{item} lists several values: that is a sweep; add -m (python {config_name}.py -m {item})")
     if not multirun:
         run_dir = resolved_run_dir(full)
-        VALIDATORS[config_name](task_config(full, run_dir))
-        return Precheck(True, check_output_dir(run_dir, "hydra.run.dir"))
+        task = task_config(full, run_dir)
+        VALIDATORS[config_name](task)
+        ancestor = check_output_dir(run_dir, "hydra.run.dir")
+        if config_name == "train":  # before Hydra writes its record into a run dir that is not ours to touch
+            check_run_dir_free(Path(run_dir).expanduser().absolute(), task.resume, task.trainer.overwrite,
+                               launched_by_a_scheduler())
+        existing = frozenset(name for name in RUN_RECORDS if (Path(run_dir).expanduser() / name).exists())
+        return Precheck(True, ancestor, existing)
     sweep_dir = resolved_run_dir(full, "hydra.sweep.dir")
     jobs = basic_sweep_jobs(full, sweeps)
     for job in (jobs or [[]])[:MAX_CHECKED_SWEEP_JOBS]:
         VALIDATORS[config_name](task_config(compose_raw(config_name, base + job), sweep_dir))
     validated = jobs is not None and len(jobs) <= MAX_CHECKED_SWEEP_JOBS
+    if config_name == "train":
+        check_not_a_system_folder(Path(sweep_dir), "hydra.sweep.dir")
     return Precheck(validated, check_output_dir(sweep_dir, "hydra.sweep.dir"))
 
 

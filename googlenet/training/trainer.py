@@ -34,7 +34,7 @@ from ..runtime import seed_everything, start
 from .finetune import keep_frozen_in_eval, prepare_start
 from .meters import DeviceMeters, IntervalTimer
 from .report import describe, log_epoch, log_image_grid, log_interval, log_validation, report_skipped, write_hparams
-from .rundir import RunLock, clean_leftovers, refuse_existing_checkpoints, write_run_config
+from .rundir import RunLock, check_not_a_system_folder, clean_leftovers, refuse_existing_checkpoints, write_run_config
 from .runlog import RunLog
 from .state import RunResult, RunState, make_checkpoint, resume_from, resume_path
 from .step import TRAIN_METERS, TrainStep
@@ -91,7 +91,7 @@ class Trainer:
             self.build_optimization()
             self.resume_if_asked()
         except BaseException:
-            self.close()  # the lock, the log files and the process group of a run that never started
+            self.close(started=False)  # the lock, the log files and the process group of a run that never started
             raise
 
     def build_runtime(self) -> None:
@@ -101,6 +101,7 @@ class Trainer:
     def build_output(self) -> None:
         self.run_dir = Path(D.broadcast_string(self.cfg.run_dir, self.env))
         self.ckpt_dir = self.run_dir / "checkpoints"
+        check_not_a_system_folder(self.run_dir)
         self.lock = RunLock(self.run_dir).acquire() if self.env.is_main else None
         if self.env.is_main:
             clean_leftovers(self.run_dir)
@@ -294,11 +295,11 @@ class Trainer:
         log_validation(self.log, results, self.state.step)
         return {f"{prefix}_{k}": v for prefix, values in results.items() for k, v in values.items()}
 
-    def close(self) -> None:
+    def close(self, started: bool = True) -> None:
         if self.log:
             self.log.close()
         if self.lock:
-            self.lock.release()
+            self.lock.release(remove=not started)
         if self.env:
             D.shutdown(self.env)
 
