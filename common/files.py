@@ -60,6 +60,13 @@ def write_atomic(path: str | Path, write: Callable[[IO[bytes]], None] | bytes | 
     return path
 
 
+def _same_path(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
 def remove_stale_temp_files(folder: str | Path) -> list[Path]:
     """Remove temporary files that a killed writer left in `folder`; returns what was removed."""
     folder = Path(folder)
@@ -97,12 +104,24 @@ def probe_writable_dir(folder: str | Path, key: str, value) -> Path:
     return existing
 
 
-def check_writable_file(path: str | Path, key: str) -> Path:
+def check_writable_file(path: str | Path, key: str, inputs=(), beside: tuple[str, ...] = ()) -> Path:
     """`path` can be written as a file: checked before a long job starts, so that its results are never lost
-    at the end."""
+    at the end, and so that writing it loses nothing: it is not one of the command's `inputs`, not a device or
+    other special file, and not one of the files written `beside` it (those suffixes replace its own)."""
     path = Path(path).expanduser()
     if path.is_dir():
         raise UserError(f"{key}={path} is a directory; pass a file name, e.g. {key}={path / 'results.json'}")
+    if path.exists() and not path.is_file():
+        raise UserError(f"{key}={path} is not a regular file (a device, pipe or socket); pass a file name")
+    written = [path, *(path.with_suffix(suffix) for suffix in beside)]
+    if len({p.absolute() for p in written}) < len(written):
+        raise UserError(f"{key}={path} is also the name of a file written beside it ({', '.join(beside)}); "
+                        f"pass a name ending in another suffix, e.g. {key}={path.with_suffix('.json')}")
+    for target in written:
+        for source in inputs:
+            if _same_path(target, Path(source).expanduser()):
+                raise UserError(f"{key}={path} would overwrite {source}, an input of this command; "
+                                f"choose another {key}")
     probe_writable_dir(path.parent, key, path)
     return path
 

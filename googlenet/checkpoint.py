@@ -21,12 +21,14 @@ def save_checkpoint(state: dict, path: str | Path) -> Path:
 def read_weights_file(path: str | Path, what: str = "checkpoint") -> object:
     """torch.load with weights_only=True (a file from elsewhere never runs code), and one-line errors."""
     path = Path(path).expanduser()
-    if not path.is_file():
+    if not path.exists():
         raise UserError(f"{what} {path} not found; pass the path of an existing .pt/.pth file")
+    if not path.is_file():
+        raise UserError(f"{what} {path} is not a regular file (a folder, device or pipe); pass a .pt/.pth file")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        if "Unsupported global" in str(e):  # a Python object that unpickling would have to import and run
+        if "unsupported global" in str(e).lower():  # a Python object that unpickling would import and run
             raise UserError(f"{path} is not a safe checkpoint: it holds Python objects besides tensors, which could "
                             "run code when loaded, so it was not loaded; save the weights alone with "
                             "torch.save(model.state_dict(), path)") from None

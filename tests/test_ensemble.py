@@ -73,9 +73,14 @@ def two_models(tmp_path_factory):
     return tmp, data, paths
 
 
-def test_all_crop_modes_in_one_pass_equal_three_runs_and_saved_probabilities_recombine(tmp_path, two_models):
+def test_all_crop_modes_in_one_pass_equal_three_runs_and_saved_probabilities_recombine(tmp_path, two_models,
+                                                                                       monkeypatch):
     _, _, (a, b) = two_models
     both = f"ckpt=[{a},{b}]"
+    toy = _evaluate(tmp_path, f"ckpt={a}", name="toy.json")
+    assert all("paper_top5_error" not in r for r in toy["table"])  # the paper's numbers are ImageNet's
+    # from here on the toy classes stand in for ImageNet's 1000 (the paper's numbers then join the report)
+    monkeypatch.setattr(evaluation_run, "imagenet_classes", lambda: [(c, c) for c in ("n01", "n02", "n03")])
     every = _evaluate(tmp_path, both, "crops=all", "save_probs=true", name="all.json")
     assert [(r["models"], r["crops"]) for r in every["table"]] == [(k, c) for k in (1, 2) for c in (1, 10, 144)]
     for crops in (1, 10, 144):
@@ -115,3 +120,12 @@ def test_ensemble_input_errors_are_one_line(tmp_path, two_models):
         _evaluate(tmp_path, f"probs=[{val_split['probs_files'][0]},{train_split['probs_files'][0]}]")
     with pytest.raises(UserError, match="pass ckpt= .* or probs= .*, not both"):
         _evaluate(tmp_path, f"ckpt={a}", f"probs={val_split['probs_files'][0]}")
+
+
+def test_the_papers_numbers_stand_only_beside_googlenet_on_imagenets_validation_set():
+    from data.classes import imagenet_classes
+    wnids = [w for w, _ in imagenet_classes()]
+    assert evaluation_run.papers_setting(["inception_v1_torchvision"], wnids, "val")
+    assert not evaluation_run.papers_setting(["inception_v3_torchvision"], wnids, "val")
+    assert not evaluation_run.papers_setting(["inception_v1"], wnids[:999], "val")
+    assert not evaluation_run.papers_setting(["inception_v1"], wnids, "train")

@@ -64,7 +64,7 @@ def test_known_model_gives_expected_top1_top5_and_json(tmp_path, monkeypatch):
     assert results["top5"] == pytest.approx(100.0)
     saved = json.loads((tmp_path / "out.json").read_text())
     assert saved["top1"] == pytest.approx(results["top1"]) and saved["top5_error"] == pytest.approx(0.0)
-    assert saved["crops"] == 10 and saved["paper_top5_error"] == 9.15
+    assert saved["crops"] == 10 and "paper_top5_error" not in saved  # 6 toy classes are not ImageNet's 1000
     rows = (tmp_path / "out.per_class.csv").read_text().splitlines()
     assert rows[0] == "index,class,name,images,top1,top5" and rows[5].startswith("4,c4,c4,2,0.00,100.00")
 

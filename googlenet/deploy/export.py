@@ -88,7 +88,7 @@ def _run_pt2(path: Path, images: torch.Tensor) -> torch.Tensor:
 def export(cfg) -> dict:
     ckpt = Path(str(cfg.ckpt)).expanduser()
     fmt = cfg.format
-    output = check_writable_file(cfg.output or ckpt.with_suffix(f".{fmt}"), "output")
+    output = check_writable_file(cfg.output or ckpt.with_suffix(f".{fmt}"), "output", [ckpt])
     loaded = load_for_eval(cfg, ckpt)
     size = loaded.geometry(cfg).size
     model = DeployedModel(loaded.model.float().cpu())

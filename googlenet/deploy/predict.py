@@ -56,7 +56,9 @@ def list_images(path: str | Path) -> list[Path]:
             continue
         seen.add(real)
         subfolders.sort()
-        found += [Path(folder) / f for f in files if f.lower().endswith(IMAGE_EXTENSIONS)]
+        # regular files only: opening a FIFO (or a link to a device) would block or read forever
+        found += [Path(folder) / f for f in files if f.lower().endswith(IMAGE_EXTENSIONS)
+                  and (Path(folder) / f).is_file()]
     if not found:
         raise UserError(f"images={path} holds no image files ({', '.join(IMAGE_EXTENSIONS)})")
     return sorted(found)
@@ -88,7 +90,8 @@ def collate(batch):
 def predict(cfg) -> dict:
     """Predictions for every image, written to `output` (JSON) and its .csv twin; unreadable files listed."""
     paths = list_images(cfg.images)
-    output = check_writable_file(cfg.output or "predictions.json", "output")
+    ckpt = Path(str(cfg.ckpt)).expanduser()
+    output = check_writable_file(cfg.output or "predictions.json", "output", [*paths, ckpt], (".csv",))
     loaded = load_for_eval(cfg, Path(str(cfg.ckpt)).expanduser())
     runtime = runtime_from_config(cfg.runtime)
     geometry = loaded.geometry(cfg)

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 from common.checks import check_bool, check_choice, check_number, get, is_int
 from common.errors import UserError
 from common.files import check_writable_file, write_atomic
+from data.classes import imagenet_classes
 from data.datasets import ImageFolderDataset, collate_readable
 from data.loaders import dataset_root, ignore_stop_signals
 from data.multicrop import CROP_MODES, EvalViews
@@ -75,6 +76,11 @@ def ensemble_sizes(cfg, models: int) -> list[int]:
     return sizes
 
 
+def written_beside(cfg) -> tuple[str, ...]:
+    """The files written next to the JSON results (by suffix): the Markdown table, the plot, per-class CSV."""
+    return (".md", *((".png",) if cfg.plot else ()), *((".per_class.csv",) if cfg.per_class else ()))
+
+
 def default_output(cfg, paths: list[Path]) -> Path:
     crops = f"{cfg.crops}crop" if cfg.crops != "all" else "allcrops"
     if len(paths) == 1 and not cfg.get("probs"):
@@ -116,12 +122,20 @@ def run_evaluation(cfg) -> dict:
         D.shutdown(env)
 
 
+def class_difference(a: list[str], b: list[str]) -> str:
+    """Where two class lists differ, in words a user can act on."""
+    if len(a) != len(b):
+        return f"{len(a)} vs {len(b)} classes"
+    i = next(i for i, (x, y) in enumerate(zip(a, b)) if x != y)
+    return f"class {i} is {a[i]!r} vs {b[i]!r}"
+
+
 def _load_models(cfg, paths: list[Path]) -> tuple[list[LoadedModel], list]:
     models = [load_for_eval(cfg, p) for p in paths]
     for m in models[1:]:
         if m.classes != models[0].classes:
-            raise UserError(f"{m.path} was trained on other classes than {models[0].path} ({len(m.classes)} vs "
-                            f"{len(models[0].classes)}); an ensemble needs one class list")
+            raise UserError(f"{m.path} was trained on other classes than {models[0].path} "
+                            f"({class_difference(m.classes, models[0].classes)}); an ensemble needs one class list")
     geometries = [m.geometry(cfg) for m in models]
     for m, g in zip(models, geometries):
         if is_dataclass(getattr(m.model, "cfg", None)):  # one of our networks (tests use stand-ins)
@@ -150,7 +164,8 @@ def _loader(cfg, models, geometries, modes, env, device):
 def _evaluate(cfg, runtime, env) -> dict:
     device, split, modes = runtime.device, cfg.data.val_split, crop_modes(cfg)
     paths = expand_paths(cfg.ckpt, "ckpt")
-    output = check_writable_file(cfg.output or default_output(cfg, paths), "output") if env.is_main else None
+    output = check_writable_file(cfg.output or default_output(cfg, paths), "output", paths,
+                                 written_beside(cfg)) if env.is_main else None
     models, geometries = _load_models(cfg, paths)
     sizes = ensemble_sizes(cfg, len(models))
     root, dataset, loader = _loader(cfg, models, geometries, modes, env, device)
@@ -185,11 +200,17 @@ def _bars(models, total):
                  leave=False, dynamic_ncols=True) for i, m in enumerate(models)]
 
 
+def papers_setting(names: list[str], classes: list[str], split: str) -> bool:
+    """Whether the GoogLeNet paper's Table 3 numbers apply: GoogLeNet on ImageNet's 1000-class validation set."""
+    return (all(n.startswith("inception_v1") for n in names) and split == "val"
+            and list(classes) == [wnid for wnid, _ in imagenet_classes()])
+
+
 def accuracy(hits, single, images: int, sizes: list[int], modes: tuple[int, ...], names: list[str],
-             ckpts: list[str]) -> dict:
-    """The Table 3 rows, the headline (all models, the largest crop mode) and each model alone: what a direct
-    run and a recombination from saved probabilities both report."""
-    rows = table_rows(hits, images, sizes, modes, all(n.startswith("inception_v1") for n in names))
+             ckpts: list[str], paper: bool) -> dict:
+    """The Table 3 rows (with the paper's numbers when `paper`), the headline (all models, the largest crop
+    mode) and each model alone: what a direct run and a recombination from saved probabilities both report."""
+    rows = table_rows(hits, images, sizes, modes, paper)
     headline = rows[-1]
     results = {"crops": modes[0] if len(modes) == 1 else "all", "images": images, "table": rows,
                "top1": 100 - headline["top1_error"], "top5": 100 - headline["top5_error"],
@@ -211,7 +232,8 @@ def _results(cfg, models, geometries, result: PassResult, root, runtime, env) ->
         "crop_size": geometries[0].size, "resize": geometries[0].resize,
         "split": cfg.data.val_split, "root": str(root),
         **accuracy(result.hits, result.single, result.images, result.sizes, result.modes, [m.name for m in models],
-                   [str(m.path) for m in models]),
+                   [str(m.path) for m in models], papers_setting([m.name for m in models], models[0].classes,
+                                                                 cfg.data.val_split)),
         "images_per_sec": result.images / result.seconds, "forward_passes_per_sec": forward_passes / result.seconds,
         "seconds": result.seconds, "unreadable": result.unreadable, "device": str(runtime.device),
         "precision": runtime.precision, "processes": env.world_size,
@@ -259,7 +281,8 @@ def recombine(cfg) -> dict:
     first = groups[modes[0]][0][1]
     models = len(groups[modes[0]])
     sizes = ensemble_sizes(cfg, models)
-    output = check_writable_file(cfg.output or default_output(cfg, [p for p, _ in groups[modes[0]]]), "output")
+    output = check_writable_file(cfg.output or default_output(cfg, [p for p, _ in groups[modes[0]]]), "output",
+                                 paths, written_beside(cfg))
     hits, single = recombined_hits(groups, sizes)
     images = len(first["images"])
     stacked = torch.stack([r["probs"] for _, r in groups[modes[-1]]])
@@ -270,7 +293,8 @@ def recombine(cfg) -> dict:
     results = {
         "models": [{"ckpt": r["ckpt"], "model": r["model"], "probs": str(p)} for p, r in groups[modes[0]]],
         "split": first["split"], "root": first["root"],
-        **accuracy(hits, single, images, sizes, modes, [r["model"] for r in records], [r["ckpt"] for r in records]),
+        **accuracy(hits, single, images, sizes, modes, [r["model"] for r in records], [r["ckpt"] for r in records],
+                   papers_setting([r["model"] for r in records], list(first["classes"]), first["split"])),
         "recombined_from": [str(p) for p in paths],
     }
     _write(cfg, results, output, per_class, list(first["classes"]), list(first["classes"]))

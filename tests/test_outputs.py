@@ -1,0 +1,85 @@
+"""output= never loses data: not an input of the command, not a file written beside it, not a device; and the
+image files a command reads are regular files (issue 21, items 1 and 6)."""
+import os
+
+import pytest
+from helpers import make_image
+
+from common.errors import UserError
+from googlenet.cli.config import compose_config
+from googlenet.deploy.export import export
+from googlenet.deploy.predict import list_images, predict
+from googlenet.evaluation import run_evaluation
+
+
+@pytest.fixture
+def ckpt(tmp_path):
+    path = tmp_path / "best.pt"
+    path.write_bytes(b"an 83 MB checkpoint")  # the output checks run before it is read
+    return path
+
+
+def refused(run, command, overrides, message):
+    with pytest.raises(UserError, match=message):
+        workers = [] if command == "export" else ["data.workers=0"]
+        run(compose_config(command, [*overrides, *workers, "runtime.device=cpu"]))
+
+
+def test_evaluate_never_writes_over_its_inputs_or_beside_files(tmp_path, ckpt):
+    refused(run_evaluation, "evaluate", [f"ckpt={ckpt}", f"output={ckpt}"], "would overwrite .*best.pt, an input")
+    refused(run_evaluation, "evaluate", [f"ckpt={ckpt}", f"output={tmp_path / 'y.md'}"],
+            "is also the name of a file written beside it")
+    refused(run_evaluation, "evaluate", [f"ckpt={ckpt}", "output=/dev/null"], "is not a regular file")
+    assert ckpt.read_bytes() == b"an 83 MB checkpoint"
+
+
+def test_export_never_writes_over_its_checkpoint(tmp_path, ckpt):
+    refused(export, "export", [f"ckpt={ckpt}", f"output={ckpt}"], "would overwrite .*best.pt, an input")
+    named = tmp_path / "m.pt2"
+    named.write_bytes(b"a checkpoint named like an export")
+    refused(export, "export", [f"ckpt={named}", "format=pt2"], "would overwrite .*m.pt2, an input")  # the default
+    assert named.read_bytes() == b"a checkpoint named like an export"
+
+
+def test_predict_never_writes_over_an_image_or_its_own_csv(tmp_path, ckpt):
+    photo = make_image(tmp_path / "photos" / "cat.jpg")
+    before = photo.read_bytes()
+    refused(predict, "predict", [f"ckpt={ckpt}", f"images={photo.parent}", f"output={photo}"],
+            "would overwrite .*cat.jpg, an input")
+    refused(predict, "predict", [f"ckpt={ckpt}", f"images={photo}", f"output={tmp_path / 'x.csv'}"],
+            "is also the name of a file written beside it")
+    assert photo.read_bytes() == before
+
+
+def test_only_regular_files_are_read_as_images(tmp_path):
+    photos = tmp_path / "photos"
+    good = make_image(photos / "a.jpg")
+    os.mkfifo(photos / "x.JPEG")  # opening it would block forever
+    (photos / "zero.jpg").symlink_to("/dev/zero")  # reading it would never end
+    assert list_images(photos) == [good]
+
+
+def test_messages_name_what_is_wrong(tmp_path):
+    import os as _os
+
+    import torch
+
+    from data.sample import ensure_sample_data
+    from googlenet.checkpoint import FORMAT, read_weights_file
+    from googlenet.evaluation.run import class_difference
+
+    class RunsCode:
+        def __reduce__(self):
+            return (_os.system, ("echo pwned",))
+    evil = tmp_path / "evil.pt"
+    torch.save({"format": FORMAT, "model": RunsCode()}, evil)
+    with pytest.raises(UserError, match="is not a safe checkpoint"):
+        read_weights_file(evil)
+    with pytest.raises(UserError, match="is not a regular file"):
+        read_weights_file("/dev/zero")
+    assert class_difference(["a", "b", "c"], ["a", "x", "c"]) == "class 1 is 'b' vs 'x'"
+    assert class_difference(["a"], ["a", "b"]) == "1 vs 2 classes"
+    root = ensure_sample_data(tmp_path / "sample")
+    mask = _os.umask(0)
+    _os.umask(mask)
+    assert root.stat().st_mode & 0o777 == 0o777 & ~mask  # not mkdtemp's 0700
