@@ -146,5 +146,10 @@ class RunCheckpoints:
 
 def finite(models) -> bool:
     """Whether every floating-point tensor of the models is finite (one device sync)."""
-    tensors = [t for m in models for t in m.state_dict().values() if t.is_floating_point()]
-    return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
+    return all_finite({f"{i}.{k}": t for i, m in enumerate(models) for k, t in m.state_dict().items()})
+
+
+def all_finite(state: dict[str, torch.Tensor]) -> bool:
+    """Whether every floating-point tensor of a state dict is finite (one device sync)."""
+    tensors = [t for t in state.values() if t.is_floating_point()]
+    return not tensors or bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())

@@ -83,3 +83,31 @@ def test_messages_name_what_is_wrong(tmp_path):
     mask = _os.umask(0)
     _os.umask(mask)
     assert root.stat().st_mode & 0o777 == 0o777 & ~mask  # not mkdtemp's 0700
+
+
+def test_non_finite_weights_are_refused_where_they_enter(tmp_path):
+    import torch
+    from torch import nn
+
+    from googlenet.checkpoint import FORMAT
+    from googlenet.evaluation.models import load_for_eval
+    from googlenet.training.finetune import load_start_weights
+    poisoned = tmp_path / "nan.pt"
+    torch.save({"format": FORMAT, "model": {"weight": torch.tensor([float("nan")])}, "ema": None, "config": {},
+                "classes": []}, poisoned)
+    cfg = compose_config("evaluate", [f"ckpt={poisoned}"])
+    with pytest.raises(UserError, match="holds non-finite raw weights"):  # evaluate, predict and export load here
+        load_for_eval(cfg, poisoned)
+    with pytest.raises(UserError, match="finetune.weights=.* holds non-finite weights"):
+        load_start_weights(nn.Linear(1, 1), poisoned)
+
+
+def test_the_resume_hint_names_the_launcher_that_ran(monkeypatch, tmp_path):
+    from googlenet.cli.job import Job
+    from googlenet.cli.launch import STATUS_DIR_ENV
+    job = Job(tmp_path / "run", False, 0, ["data=sample"], "train.py", tmp_path)
+    for key, value in {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "2"}.items():
+        monkeypatch.setenv(key, value)
+    assert job.resume_command().startswith("torchrun --nproc_per_node=2 train.py data=sample resume=auto")
+    monkeypatch.setenv(STATUS_DIR_ENV, str(tmp_path))
+    assert job.resume_command().startswith("python -m googlenet.cli.launch --nproc_per_node=2 train.py")

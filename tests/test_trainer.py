@@ -79,6 +79,19 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, tiny
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
 
 
+def test_a_loss_that_is_non_finite_from_the_start_says_no_checkpoint_was_written(tmp_path, tiny_folder, capsys,
+                                                                               monkeypatch):
+    from googlenet.training.loss import InceptionLoss
+    criterion = InceptionLoss.forward
+    monkeypatch.setattr(InceptionLoss, "forward",
+                        lambda self, outputs, targets: (criterion(self, outputs, targets)[0] * float("nan"),
+                                                        criterion(self, outputs, targets)[1]))
+    result = train(_cfg(tmp_path, tiny_folder, "trainer.epochs=1"))
+    assert result.exit_code == 1 and result.status == "failed"
+    assert "stopped without writing a checkpoint (none was written before)" in capsys.readouterr().out
+    assert not (tmp_path / "run" / "checkpoints").exists() or not any((tmp_path / "run" / "checkpoints").iterdir())
+
+
 def test_tensorboard_events_hold_the_named_scalars(tmp_path, tiny_folder):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     assert train(_cfg(tmp_path, tiny_folder, "trainer.epochs=1", "ema.enabled=true")).exit_code == 0

@@ -20,6 +20,7 @@ from ..distributed import detect_env
 from ..training.state import RunResult
 from .config import VALIDATORS
 from .hydra_callbacks import RESULT_FILE
+from .launch import STATUS_DIR_ENV
 from .precheck import RUN_RECORDS, Precheck
 
 EXIT_USER_ERROR = 2
@@ -51,7 +52,11 @@ class Job:
         keep = [o for o in self.overrides if not o.lstrip("+").startswith(("resume=", "hydra.run.dir="))]
         args = shlex.join([*keep, "resume=auto", f"hydra.run.dir={self.run_dir}"])
         env = detect_env()
-        launcher = f"torchrun --nproc_per_node={env.local_world_size}" if env.launcher == "torchrun" else "python"
+        launcher = "python"
+        if env.launcher == "torchrun":  # started by torchrun, or by our launcher around it
+            ours = os.environ.get(STATUS_DIR_ENV) is not None
+            command = "python -m googlenet.cli.launch" if ours else "torchrun"
+            launcher = f"{command} --nproc_per_node={env.local_world_size}"
         return f"{launcher} {self.script} {args}"
 
 

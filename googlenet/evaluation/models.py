@@ -13,7 +13,7 @@ from common.errors import UserError
 from data.classes import class_names, imagenet_classes
 from data.multicrop import Geometry
 
-from ..checkpoint import read_weights
+from ..checkpoint import all_finite, read_weights
 from ..models.convert import load_torchvision_weights
 from ..models.layers import AUX_PREFIXES
 from ..models.registry import INPUT_SIZE, build_from_config, build_model
@@ -63,6 +63,9 @@ def load_for_eval(cfg, path: Path) -> LoadedModel:
     """The model in `path`: a train.py checkpoint, or bare weights (torchvision's) for a *_torchvision preset.
     What the file holds decides, not its name."""
     weights = read_weights(path, "ckpt", cfg.weights, what="checkpoint")
+    if not all_finite(weights.state):
+        raise UserError(f"{path} holds non-finite {weights.kind} weights (NaN or inf): its predictions would mean "
+                        "nothing; pick another checkpoint (or weights=raw / weights=ema)")
     requested = cfg.model.name if cfg.get("model") else None
     checkpoint = weights.checkpoint
     if checkpoint is None:

@@ -145,7 +145,8 @@ def _load_models(cfg, paths: list[Path]) -> tuple[list[LoadedModel], list]:
 
 def _loader(cfg, models, geometries, modes, env, device):
     first = models[0].data_cfg
-    data_cfg = OmegaConf.create({"name": first.get("name", "imagenet"), "root": first.get("root") if cfg.data.root == "auto" else cfg.data.root})
+    root = first.get("root") if cfg.data.root == "auto" else cfg.data.root
+    data_cfg = OmegaConf.create({"name": first.get("name", "imagenet"), "root": root})
     root = dataset_root(data_cfg)
     fast = cfg.data.fast_decode if cfg.data.get("fast_decode") is not None else first.get("fast_decode", True)
     views = EvalViews(list(dict.fromkeys(geometries)), modes, fast)

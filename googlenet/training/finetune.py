@@ -16,7 +16,7 @@ from torch import nn
 from common.checks import check_choice, check_number, get
 from common.errors import UserError
 
-from ..checkpoint import read_weights
+from ..checkpoint import all_finite, read_weights
 from ..models.layers import AUX_PREFIXES
 
 # The classifier layers: the main head, and the auxiliary heads.
@@ -53,6 +53,9 @@ class LoadReport:
 
 def load_start_weights(model: nn.Module, path: Path) -> LoadReport:
     weights = read_weights(path, "finetune.weights")
+    if not all_finite(weights.state):
+        raise UserError(f"finetune.weights={path} holds non-finite weights (NaN or inf); a run cannot start from "
+                        "them: pick another checkpoint")
     state, own = weights.state, model.state_dict()
     report = LoadReport(str(weights))
     merged, misfits = dict(own), []

@@ -316,8 +316,10 @@ def train(cfg, resume_command: str | None = None) -> RunResult:
                          f"{trainer.ckpt_dir / 'last.pt'}; continue with: {command}")
         status, code = "stopped", 0
     except NonFiniteLoss as e:
-        trainer.log.info(f"error: {e}; stopped without writing a checkpoint (the last good one is in "
-                         f"{trainer.ckpt_dir}); lower optim.lr, set optim.clip_grad_norm, or use runtime.precision=32")
+        last = trainer.ckpt_dir / "last.pt"
+        kept = f"the last good one is {last}" if last.is_file() else "none was written before"
+        trainer.log.info(f"error: {e}; stopped without writing a checkpoint ({kept}); lower optim.lr, set "
+                         "optim.clip_grad_norm, or use runtime.precision=32")
         status, code = "failed", 1
     finally:
         trainer.close()
