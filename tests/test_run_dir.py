@@ -27,9 +27,9 @@ def assert_untouched(run_dir):
 
 def test_a_fresh_run_refused_for_a_finished_run_dir_leaves_its_records_alone(tmp_path, tiny_folder):
     run_dir = finished_run(tmp_path / "run")
-    result = run_script("train.py", *tiny_overrides(tiny_folder, run_dir), timeout=120, cwd=tmp_path)
-    assert result.returncode == 2 and "already holds checkpoints (last.pt)" in result.stderr, result.stderr
-    assert_untouched(run_dir)  # refused before Hydra wrote its record over the run's
+    with pytest.raises(UserError, match=r"already holds checkpoints \(last.pt\)"):  # the check before Hydra starts
+        check_command_line("train", tiny_overrides(tiny_folder, run_dir), multirun=False)
+    assert_untouched(run_dir)  # refused before Hydra could write its record over the run's
 
 
 def test_a_failed_resume_removes_only_what_it_created(tmp_path, tiny_folder):
