@@ -10,6 +10,7 @@ Shared by all of them:
 checkpoint    checkpoint files: written atomically, read safely, and which weights in a file to use
 runtime       device, precision (auto bf16), memory format, backend flags, seeds
 distributed   torchrun / submitit / srun environment, process group, DDP wrapping, collectives
+provenance    where a number came from: code version, libraries, device, processes, command
 
 Below this package: `data` (the data pipeline) and `common` (errors, config checks, files, seeds).
 """

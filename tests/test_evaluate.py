@@ -106,7 +106,7 @@ def test_one_crop_matches_the_trainers_validation(tmp_path, tiny_folder, capsys)
     ckpt = tmp_path / "run" / "checkpoints" / "last.pt"
     metrics = load_checkpoint(ckpt)["metrics"]
     results = run_evaluation(compose_config("evaluate", [f"ckpt={ckpt}", "crops=1", "data.workers=0", "runtime.device=cpu"]))
-    assert results["images"] == 12
+    assert results["images"] == 12 and results["provenance"]["torch"] == torch.__version__
     assert results["top1"] == pytest.approx(metrics["val_top1"])
     assert results["top5"] == pytest.approx(metrics["val_top5"])
     assert Path(results["output"]) == ckpt.with_name("last.eval-val-1crop.json")

@@ -25,6 +25,7 @@ def check_two_job_sweep(result, sweep_dir):
         record = json.loads((run_dir / "result.json").read_text())
         assert record["status"] == "completed" and record["metric"] == "top1"
         assert record["value"] == record["metrics"]["val_top1"]
+        assert record["provenance"]["world_size"] == 1 and "train.py" in record["provenance"]["command"]
     summary = result.stdout[result.stdout.index("sweep summary"):].splitlines()
     assert summary[0] == f"sweep summary (2 job(s), {sweep_dir}):"
     for job in (0, 1):

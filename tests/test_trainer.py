@@ -45,6 +45,9 @@ def test_checkpoint_contents_and_mid_epoch_resume(tmp_path, tiny_folder):
     for key in ("model", "ema", "optimizer", "scaler", "epoch", "step", "rng", "config", "classes"):
         assert key in state
     assert state["classes"] == ["n01", "n02", "n03"] and state["config"]["model"]["name"] == "inception_v1"
+    made = state["provenance"]  # where the checkpoint came from
+    assert made["torch"] == torch.__version__ and made["device"].startswith("cpu") and made["world_size"] == 1
+    assert made["code"] is None or (len(made["code"]["commit"]) == 40 and isinstance(made["code"]["dirty"], bool))
     assert state["step"] == 3  # 6 batches of 2 images, 2 batches per optimizer step
     # a mid-epoch checkpoint (after step 2 = batch 4) resumed gives the same end state
     cfg = _cfg(tmp_path, tiny_folder, *extra, run="part")

@@ -47,6 +47,10 @@ class Job:
         return cls(Path(hc.runtime.output_dir), hc.mode == RunMode.MULTIRUN, int(hc.job.get("num") or 0),
                    list(hc.overrides.task), script, Path(hc.runtime.cwd))
 
+    def command(self) -> str:
+        """This job as a command line (a sweep's job, or one started by submitit, as if run alone)."""
+        return shlex.join([self.script, *self.overrides])
+
     def resume_command(self) -> str:
         """The command that continues this run: its own overrides, resume=auto and its run dir."""
         keep = [o for o in self.overrides if not o.lstrip("+").startswith(("resume=", "hydra.run.dir="))]
@@ -146,5 +150,6 @@ def write_result(job: Job, result: RunResult, metric: str) -> None:
     """`result.json` in the run dir: what the sweep summary (and a user) reads back."""
     record = {"status": result.status, "exit_code": result.exit_code, "metric": metric, "value": result.value,
               "metrics": result.metrics, "error": result.error, "run_dir": str(job.run_dir),
-              "overrides": job.overrides, "job": job.num}
+              "overrides": job.overrides, "job": job.num,
+              "provenance": {**result.provenance, "command": job.command()}}
     write_atomic(job.run_dir / RESULT_FILE, json.dumps(record, indent=2) + "\n")

@@ -25,6 +25,7 @@ from data.samplers import EpochSampler
 from .. import distributed as D
 from ..checkpoint import WEIGHT_CHOICES
 from ..models.registry import PRESETS, check_input_size
+from ..provenance import provenance
 from ..runtime import check_runtime_config, start
 from .models import LoadedModel, expand_paths, load_for_eval
 from .passes import PassResult, add_per_class, ensemble_top5, run_pass
@@ -238,6 +239,7 @@ def _results(cfg, models, geometries, result: PassResult, root, runtime, env) ->
         "images_per_sec": result.images / result.seconds, "forward_passes_per_sec": forward_passes / result.seconds,
         "seconds": result.seconds, "unreadable": result.unreadable, "device": str(runtime.device),
         "precision": runtime.precision, "processes": env.world_size,
+        "provenance": provenance(runtime.device, env.world_size),
     }
 
 
@@ -296,7 +298,7 @@ def recombine(cfg) -> dict:
         "split": first["split"], "root": first["root"],
         **accuracy(hits, single, images, sizes, modes, [r["model"] for r in records], [r["ckpt"] for r in records],
                    papers_setting([r["model"] for r in records], list(first["classes"]), first["split"])),
-        "recombined_from": [str(p) for p in paths],
+        "recombined_from": [str(p) for p in paths], "provenance": provenance(),
     }
     _write(cfg, results, output, per_class, list(first["classes"]), list(first["classes"]))
     return results

@@ -12,6 +12,7 @@ from common.errors import UserError
 from common.seeds import derive_seed
 
 from .. import distributed as D
+from ..provenance import provenance
 from .position import SAVED as SAVED_POSITION
 from .position import Position
 
@@ -45,6 +46,7 @@ class RunResult:
     status: str = "completed"       # completed | stopped | failed
     metrics: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+    provenance: dict = field(default_factory=provenance)  # code, libraries, device, processes, command
 
 
 def rng_state(device: torch.device) -> dict:
@@ -80,6 +82,7 @@ def make_checkpoint(state: RunState, *, model, ema, optimizer, scaler, cfg, clas
         "world_size": env.world_size, "global_batch": global_batch,
         "config": OmegaConf.to_container(cfg, resolve=True),
         "classes": list(classes), "class_names": list(names),
+        "provenance": provenance(device, env.world_size),
     }
 
 

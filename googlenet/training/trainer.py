@@ -30,6 +30,7 @@ from .. import distributed as D
 from ..checkpoint import RunCheckpoints, finite
 from ..models.layers import AUX_HEADS
 from ..models.registry import build_from_config
+from ..provenance import provenance
 from ..runtime import seed_everything, start
 from .finetune import keep_frozen_in_eval, prepare_start
 from .meters import DeviceMeters, IntervalTimer
@@ -324,4 +325,4 @@ def train(cfg, resume_command: str | None = None) -> RunResult:
     finally:
         trainer.close()
     return RunResult(code, trainer.state.best, status, dict(trainer.state.metrics),
-                     None if code == 0 else "non-finite loss")
+                     None if code == 0 else "non-finite loss", provenance(trainer.device, trainer.env.world_size))
