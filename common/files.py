@@ -22,14 +22,14 @@ TEMP_SUFFIX = ".googlenet-tmp"
 OUR_TEMP_FILE = re.compile(r"\..+\.[A-Za-z0-9_]{8}" + re.escape(TEMP_SUFFIX) + r"(\.[A-Za-z0-9]+)?")
 
 
-def _umask() -> int:
+def current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
 
 
 def temp_prefix(path: Path) -> str:
-    """Temporary files of `path` are named `.<name>.<random>.tmp` (see `remove_stale_temp_files`)."""
+    """Temporary files of `path` are named `.<name>.<random>.googlenet-tmp` (see `OUR_TEMP_FILE`)."""
     return f".{path.name}."
 
 
@@ -42,7 +42,7 @@ def write_atomic(path: str | Path, write: Callable[[IO[bytes]], None] | bytes | 
     except OSError as e:
         raise UserError(f"cannot write {path}: {e.strerror or e}; choose a writable location") from None
     try:
-        os.fchmod(fd, 0o666 & ~_umask())
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as f:
             if callable(write):
                 write(f)
@@ -137,7 +137,7 @@ def atomic_path(path: str | Path):
     os.close(fd)
     try:
         yield Path(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)

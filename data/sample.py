@@ -17,6 +17,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFilter
 
 from common.errors import UserError
+from common.files import current_umask
 
 CLASSES = ("circle", "square", "triangle", "star", "cross", "ring", "stripes", "checkerboard", "dots", "crescent")
 VERSION = 1
@@ -141,12 +142,6 @@ def generate(root: Path, seed: int = 0, counts: dict[str, int] | None = None,
     return root
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def ensure_sample_data(root=None, seed: int = 0) -> Path:
     """The sample set's folder, generated first if missing; concurrent callers never see half a set.
 
@@ -167,7 +162,7 @@ def ensure_sample_data(root=None, seed: int = 0) -> Path:
     try:
         generate(tmp, seed)
         (tmp / ".complete").write_text(f"version {VERSION} seed {seed}\n")
-        os.chmod(tmp, 0o777 & ~_umask())  # a folder like any other (mkdtemp's is private to its owner)
+        os.chmod(tmp, 0o777 & ~current_umask())  # a folder like any other (mkdtemp's is private to its owner)
         os.rename(tmp, root)  # replaces an empty folder; fails if another process finished first
     except OSError:
         if not (root / ".complete").is_file():

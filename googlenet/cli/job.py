@@ -17,6 +17,7 @@ from common.errors import UserError
 from common.files import write_atomic
 
 from ..distributed import detect_env
+from ..provenance import provenance
 from ..training.state import RunResult
 from .config import VALIDATORS
 from .hydra_callbacks import RESULT_FILE
@@ -151,5 +152,6 @@ def write_result(job: Job, result: RunResult, metric: str) -> None:
     record = {"status": result.status, "exit_code": result.exit_code, "metric": metric, "value": result.value,
               "metrics": result.metrics, "error": result.error, "run_dir": str(job.run_dir),
               "overrides": job.overrides, "job": job.num,
-              "provenance": {**result.provenance, "command": job.command()}}
+              "provenance": {**(result.provenance or provenance(world_size=detect_env().world_size)),
+                             "command": job.command()}}
     write_atomic(job.run_dir / RESULT_FILE, json.dumps(record, indent=2) + "\n")

@@ -134,6 +134,14 @@ def _runs_at(name: str, options: tuple, size: int) -> bool:
 def check_input_size(name: str, options: dict, size: int, key: str = "data.crop_size") -> None:
     """A UserError naming the smallest input the network takes, when `size` is too small for it."""
     frozen = tuple(sorted((k, v) for k, v in options.items() if k != "num_classes"))
+    try:
+        _search_smallest(name, frozen, size, key)
+    finally:
+        _shape_probe.cache_clear()  # the probe holds the network's memory: not for the rest of the run
+
+
+def _search_smallest(name: str, frozen: tuple, size: int, key: str) -> None:
+    """Nothing when `size` runs; else a UserError with the smallest size that does (doubling, then bisection)."""
     if _runs_at(name, frozen, size):
         return
     low, high = size + 1, max(2 * size, 32)

@@ -46,7 +46,7 @@ class RunResult:
     status: str = "completed"       # completed | stopped | failed
     metrics: dict[str, float] = field(default_factory=dict)
     error: str | None = None
-    provenance: dict = field(default_factory=provenance)  # code, libraries, device, processes, command
+    provenance: dict | None = None  # code, libraries, device, processes, command (of a run that started)
 
 
 def rng_state(device: torch.device) -> dict:
