@@ -53,11 +53,28 @@ def write_atomic(path: str | Path, write: Callable[[IO[bytes]], None] | bytes | 
         os.replace(tmp, path)
     except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+        if _raised_for(e, (errno.ENOSPC, errno.EDQUOT)):
             raise UserError(f"no space left on the device holding {path.parent}; free space and run again "
                             "(the previous file, if any, is intact)") from None
         raise
     return path
+
+
+def _raised_for(error: BaseException | None, codes: tuple[int, ...]) -> bool:
+    """Whether `error` is, or was raised while handling, an OSError with one of these errnos (torch.save turns
+    a failed write into a RuntimeError about stream positions; the OSError is its context)."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno in codes:
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def shown(path) -> str:
+    """A file name as printed: control characters (a newline, an escape sequence) and undecodable bytes as
+    escapes, so that one name is one line and cannot rewrite the terminal."""
+    text = str(path)
+    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _same_path(a: Path, b: Path) -> bool:

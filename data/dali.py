@@ -34,6 +34,7 @@ from common.files import write_atomic
 from common.seeds import derive_seed
 
 from .samplers import EpochSampler
+from .workers import loader_workers
 
 DALI_REQUIREMENT = "pip install -r requirements-dali.txt (nvidia-dali-cuda130; nvidia-dali-cuda120 for CUDA 12)"
 DECODABLE = {"JPEG", "PNG", "BMP", "TIFF", "WEBP", "PPM", "JPEG2000"}
@@ -116,7 +117,7 @@ def build_pipeline(files: list[str], labels: list[int], *, train: bool, data_cfg
     size = int(data_cfg.crop_size)
     interpolations = [types.INTERP_LINEAR, types.INTERP_TRIANGULAR, types.INTERP_NN, types.INTERP_CUBIC]
 
-    @pipeline_def(batch_size=int(data_cfg.batch_size), num_threads=max(1, int(data_cfg.workers)),
+    @pipeline_def(batch_size=int(data_cfg.batch_size), num_threads=max(1, loader_workers(data_cfg.workers)),
                   device_id=(device.index or 0) if gpu else None, seed=seed, prefetch_queue_depth=2)
     def pipeline():
         jpegs, labs = fn.readers.file(files=files, labels=labels, random_shuffle=False, name="reader",
@@ -220,7 +221,7 @@ class DaliLoader:
                     done += n
                     yield (*batch[:2], skipped, *batch[2:])
             except RuntimeError as e:
-                if not any(op in str(e) for op in ("decoders", "readers.file")):  # only a bad file is handled
+                if not any(op in str(e) for op in ("decoders", "readers.file", "peek_image_shape")):  # a bad file
                     raise
                 order = self._replace_failed(order, replaced, done, e)
 
@@ -263,7 +264,7 @@ def build_dali_loaders(root: Path, train_split: str, val_split: str, train_set, 
     loaders = []
     for split, dataset, train in ((train_split, train_set, True), (val_split, val_set, False)):
         paths = [p for p, _ in dataset.samples]
-        bad = unreadable_files(root / split, paths, threads=max(1, int(data_cfg.workers)))
+        bad = unreadable_files(root / split, paths, threads=max(1, loader_workers(data_cfg.workers)))
         loaders.append(DaliLoader(paths, dataset.targets, train=train, data_cfg=data_cfg, seed=seed, rank=rank,
                                   world_size=world_size, device=device, unreadable=bad))
     return loaders[0], loaders[1]

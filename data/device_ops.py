@@ -1,6 +1,7 @@
 """Batch operations that run on the training device: uint8 -> normalised float, and PCA lighting noise."""
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -53,11 +54,19 @@ NEUTRAL_FACTORS = (1.0, 1.0, 1.0, 0.0)
 LUMA = (0.299, 0.587, 0.114)  # PIL's "L" conversion (ITU-R 601-2)
 
 
+@functools.lru_cache(maxsize=None)
+def _constants(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """LUMA and the cross-product matrix of the grey axis, made once per device: a tensor built from Python
+    numbers on every batch would be a copy from host memory, which makes the GPU wait."""
+    k = 1 / math.sqrt(3)
+    cross = torch.tensor([[0, -k, k], [k, 0, -k], [-k, k, 0]]).to(device)
+    return torch.tensor(LUMA).to(device), cross
+
+
 def _hue_rotation(turns: torch.Tensor) -> torch.Tensor:
     """(B, 3, 3) rotations of RGB about the grey axis (1, 1, 1) by `turns` (Rodrigues' formula)."""
     angle = 2 * math.pi * turns
-    k = 1 / math.sqrt(3)
-    cross = torch.tensor([[0, -k, k], [k, 0, -k], [-k, k, 0]], device=turns.device)
+    cross = _constants(turns.device)[1]
     eye = torch.eye(3, device=turns.device)
     return eye + torch.sin(angle).view(-1, 1, 1) * cross + (1 - torch.cos(angle)).view(-1, 1, 1) * (cross @ cross)
 
@@ -67,7 +76,7 @@ def adjust_photometric(images: torch.Tensor, factors: torch.Tensor) -> torch.Ten
     batch = images.shape[0]
     x = images.float().view(batch, 3, -1)
     brightness, contrast, saturation, hue = factors.to(device=x.device, dtype=torch.float32).unbind(1)
-    luma = torch.tensor(LUMA, device=x.device)
+    luma = _constants(x.device)[0]
     mean_grey = brightness * (x.mean(dim=2) @ luma)  # of the brightened image, as PIL's contrast takes it
     eye = torch.eye(3, device=x.device)
     towards_grey = saturation.view(-1, 1, 1) * eye + (1 - saturation).view(-1, 1, 1) * luma.view(1, 1, 3)

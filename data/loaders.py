@@ -20,6 +20,7 @@ from .multicrop import EvalTransform
 from .samplers import EpochSampler
 from .synthetic import SyntheticLoader
 from .transforms import PhotometricDistortion, TrainTransform
+from .workers import check_workers, loader_workers
 
 DATA_NAMES = ("imagenet", "sample", "synthetic", "folder")
 
@@ -35,7 +36,11 @@ def check_data_config(cfg) -> None:
         check_number(cfg, f"{d}.train_batches", integer=True, low=1)
         check_number(cfg, f"{d}.val_batches", integer=True, low=1)
         return
-    check_number(cfg, f"{d}.workers", integer=True, low=0)
+    root = cfg.data.get("root")
+    if cfg.data.name != "sample" and root and not Path(str(root)).expanduser().is_dir():  # before any process starts
+        raise UserError(f"dataset root {root} does not exist; set data.root (or IMAGENET_ROOT) to a folder with "
+                        "train/ and val/ (scripts/prepare_imagenet.py)")
+    check_workers(cfg, f"{d}.workers")
     check_number(cfg, f"{d}.prefetch_factor", integer=True, low=1)
     check_number(cfg, f"{d}.eval_resize", integer=True, low=16, optional=True)
     if cfg.data.eval_resize is not None and cfg.data.eval_resize < cfg.data.crop_size:
@@ -99,7 +104,7 @@ atexit.register(_kill_workers_at_exit)
 
 
 def make_loader(dataset, sampler: EpochSampler, data_cfg, drop_last: bool, seed: int, collate_fn) -> DataLoader:
-    workers = int(data_cfg.workers)
+    workers = loader_workers(data_cfg.workers)
     return DataLoader(
         dataset, batch_size=data_cfg.batch_size, sampler=sampler, num_workers=workers, collate_fn=collate_fn,
         pin_memory=bool(data_cfg.pin_memory) and torch.cuda.is_available(), drop_last=drop_last,

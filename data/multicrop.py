@@ -22,11 +22,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .imaging import draft_for_scale, open_image, pil_to_uint8_tensor, to_rgb
+from .imaging import UnreadableImage, draft_for_scale, open_image, pil_to_uint8_tensor, to_rgb
 from .transforms import center_box
 
 PAPER_SCALES = (256, 288, 320, 352)
 CROP_MODES = (1, 10, 144)
+# 10- and 144-crop views are cut from the whole image resized to a shorter side of 256-470 px: a 60000 x 1 image
+# would become gigabytes. Images more elongated than this are reported unreadable for those modes.
+MAX_ASPECT = 20
 
 
 @dataclass(frozen=True)
@@ -139,6 +142,9 @@ class EvalViews:
     def __call__(self, path, rng: random.Random | None = None) -> dict[tuple[Geometry, int], torch.Tensor]:
         img = open_image(path)
         original = img.size
+        if any(mode != 1 for mode in self.modes) and max(original) > MAX_ASPECT * min(original):
+            raise UnreadableImage(f"{path}: its aspect ratio ({original[0]} x {original[1]}) is beyond {MAX_ASPECT}:1, "
+                                  "too elongated for 10- and 144-crop views (crop it, or use crops=1)")
         drafted = draft_for_scale(img, min(original) / self.side) if self.fast_decode else (1.0, 1.0)
         img = to_rgb(img)
         tensor = None

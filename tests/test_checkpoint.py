@@ -34,16 +34,26 @@ def test_files_get_the_usual_permissions(tmp_path):
     assert stat.S_IMODE(path.stat().st_mode) == 0o644  # group and others can read it, as with open(path, "w")
 
 
-def test_a_full_disk_is_a_one_line_error_and_keeps_the_old_file(tmp_path, monkeypatch):
+@pytest.mark.parametrize("fails_in", ["fsync", "write"])
+def test_a_full_disk_is_a_one_line_error_and_keeps_the_old_file(tmp_path, monkeypatch, fails_in):
     import errno
+    import io
     import os
     path = save_checkpoint({"x": torch.ones(2)}, tmp_path / "last.pt")
 
-    def full(fd):
+    def full(*args):
         raise OSError(errno.ENOSPC, "No space left on device")
-    monkeypatch.setattr(os, "fsync", full)
+    if fails_in == "fsync":
+        monkeypatch.setattr(os, "fsync", full)
+    else:  # inside torch.save, which reports it as a RuntimeError about stream positions
+        real_fdopen = os.fdopen
+
+        class FillsUp(io.BufferedWriter):
+            def write(self, data):
+                return full() if self.tell() > 1000 else super().write(data)
+        monkeypatch.setattr(os, "fdopen", lambda fd, mode: FillsUp(real_fdopen(fd, mode, buffering=0)))
     with pytest.raises(UserError, match=f"no space left on the device holding {tmp_path}"):
-        save_checkpoint({"x": torch.zeros(2)}, path)
+        save_checkpoint({"x": torch.zeros(20000)}, path)
     monkeypatch.undo()
     assert torch.equal(load_checkpoint(path, required=("x",))["x"], torch.ones(2))
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]

@@ -134,7 +134,7 @@ def _wait_for(path, proc, seconds=180):
 def test_killed_worker_is_restarted_from_last_checkpoint(tmp_path):
     data = make_folder(tmp_path / "ds", per_class=8)  # 24 images: 6 steps per epoch on 2 ranks of batch 2
     run_dir = tmp_path / "run"
-    args = tiny_overrides(data, run_dir, "trainer.epochs=3", "trainer.checkpoint_every_steps=3",
+    args = tiny_overrides(data, run_dir, "trainer.epochs=2", "trainer.checkpoint_every_steps=3",
                           "trainer.limit_val_batches=1")
     proc = torchrun(*args, extra_launcher=["--max-restarts=1"], popen=True)
     _wait_for(run_dir / "checkpoints" / "last.pt", proc)
@@ -144,9 +144,9 @@ def test_killed_worker_is_restarted_from_last_checkpoint(tmp_path):
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out
     state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
-    assert state["epoch"] == 3 and state["step"] == 3 * 6
+    assert state["epoch"] == 2 and state["step"] == 2 * 6
     log = (run_dir / "train.log").read_text()
-    assert "resumed from" in log and log.count("epoch 3/3") == 1
+    assert "resumed from" in log and log.count("epoch 2/2") == 1
 
 
 def test_sigterm_to_the_launchers_group_saves_and_resume_finishes(tmp_path, tiny_folder):
@@ -202,6 +202,15 @@ def test_launcher_reports_a_failure_when_a_worker_does_not_stop_cleanly(tmp_path
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 1, out
     assert "not cleanly: rank 0: no report (killed or crashed); rank 1: no report" in out, out
+
+
+def test_a_user_error_under_the_launcher_is_one_line_and_exit_2(tmp_path):
+    result = torchrun("data=folder", f"data.root={tmp_path / 'missing'}", launcher="googlenet.cli.launch", cwd=tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.strip().splitlines() == [f"error: dataset root {tmp_path / 'missing'} does not exist; set "
+                                                  "data.root (or IMAGENET_ROOT) to a folder with train/ and val/ "
+                                                  "(scripts/prepare_imagenet.py)"]
+    assert not list(tmp_path.iterdir())  # no run dir
 
 
 @pytest.mark.skipif(not installed("nvidia.dali"), reason="needs NVIDIA DALI")

@@ -1,5 +1,6 @@
 """Ensembles x crops (the GoogLeNet paper's Table 3): probability averaging, crops=all, saved probabilities."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -120,6 +121,28 @@ def test_ensemble_input_errors_are_one_line(tmp_path, two_models):
         _evaluate(tmp_path, f"probs=[{val_split['probs_files'][0]},{train_split['probs_files'][0]}]")
     with pytest.raises(UserError, match="pass ckpt= .* or probs= .*, not both"):
         _evaluate(tmp_path, f"ckpt={a}", f"probs={val_split['probs_files'][0]}")
+    # one model twice is not an ensemble of two; model A at 1 crop and model B at 10 crops are not one model at
+    # two crop modes
+    with pytest.raises(UserError, match=f"ckpt= names {a} twice"):
+        _evaluate(tmp_path, f"ckpt=[{a},{a.parent / '.' / a.name}]")
+    a_one = Path(val_split["probs_files"][0])
+    b_ten = Path(_evaluate(tmp_path, f"ckpt={b}", "crops=10", "save_probs=true", name="b10.json")["probs_files"][0])
+    with pytest.raises(UserError, match="different models for each crop mode"):
+        _evaluate(tmp_path, f"probs=[{a_one},{b_ten}]")
+    with pytest.raises(UserError, match="probs= names .* twice"):
+        _evaluate(tmp_path, f"probs=[{a_one},{a_one}]")
+    # tampered probability files: one line naming the file
+    record = torch.load(a_one, weights_only=True)
+    for what, change in [("shape", lambda r: r.update(probs=r["probs"][:, :2])),
+                         ("nan", lambda r: r["probs"].__setitem__((0, 0), float("nan"))),
+                         ("labels", lambda r: r.update(labels=r["labels"].float())),
+                         ("images", lambda r: r.update(images=None))]:
+        tampered = {**record, "probs": record["probs"].clone()}
+        change(tampered)
+        path = tmp_path / f"{what}.val-1crop.probs.pt"
+        torch.save(tampered, path)
+        with pytest.raises(UserError, match=f"{path} is damaged: "):
+            _evaluate(tmp_path, f"probs={path}")
 
 
 def test_the_papers_numbers_stand_only_beside_googlenet_on_imagenets_validation_set():

@@ -70,3 +70,14 @@ def test_crops_are_input_sized_and_mirrors_are_flips(tmp_path):
             assert every[(g, n)].shape == (n, 3, g.size, g.size)
             assert torch.equal(every[(g, n)], alone[(g, n)])  # a view does not depend on the other modes
     assert torch.equal(EvalTransform(48, 55)(path), EvalViews([small], (1,))(path)[(small, 1)][0])
+
+
+def test_absurdly_elongated_images_are_unreadable_for_multi_crop_views_only(tmp_path):
+    from data.imaging import UnreadableImage
+    g = Geometry(64, 73)
+    strip = make_image(tmp_path / "strip.png", size=(6000, 2), fmt="PNG")  # 3000:1; 144 crops would need ~1 GB
+    with pytest.raises(UnreadableImage, match=r"aspect ratio \(6000 x 2\) is beyond 20:1"):
+        EvalViews([g], (1, 144))(strip)
+    assert EvalViews([g], (1,))(strip)[(g, 1)].shape == (1, 3, 64, 64)  # the centre crop resamples a small box
+    wide = make_image(tmp_path / "wide.png", size=(400, 20), fmt="PNG")  # 20:1 still works
+    assert EvalViews([g], (10,))(wide)[(g, 10)].shape == (10, 3, 64, 64)

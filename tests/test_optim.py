@@ -22,3 +22,16 @@ def test_tf_style_rmsprop_and_lr_scaling():
     assert scaled_lr(cfg, 1024) == pytest.approx(0.2)
     cfg.scale_lr = "none"
     assert scaled_lr(cfg, 1024) == pytest.approx(0.1)
+
+
+def test_fp16_on_a_gpu_is_refused_for_optimizers_that_would_sync_every_step():
+    from common.errors import UserError
+    from googlenet.training.optim import RMSpropTF
+    from googlenet.training.step import check_amp_scaling
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    for optimizer in (RMSpropTF(params, lr=0.1), torch.optim.RMSprop(params, lr=0.1)):
+        with pytest.raises(UserError, match="cannot take fp16's scaled gradients without a host sync"):
+            check_amp_scaling(optimizer, "rmsprop", "fp16", "cuda")
+        check_amp_scaling(optimizer, "rmsprop", "bf16", "cuda")  # bf16 needs no scaler
+        check_amp_scaling(optimizer, "rmsprop", "fp16", "cpu")   # nothing to wait for on the CPU
+    check_amp_scaling(torch.optim.SGD(params, lr=0.1, momentum=0.9, fused=True), "sgd", "fp16", "cuda")  # as built

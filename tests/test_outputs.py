@@ -59,6 +59,39 @@ def test_only_regular_files_are_read_as_images(tmp_path):
     assert list_images(photos) == [good]
 
 
+def test_the_image_walk_stays_inside_its_folder(tmp_path):
+    photos, outside = tmp_path / "photos", tmp_path / "outside"
+    inside = make_image(photos / "nested" / "a.jpg")
+    make_image(outside / "b.jpg")
+    (photos / "out").symlink_to(outside)      # a link out of the tree: not followed
+    (photos / "proc").symlink_to("/proc")     # where images=/ used to walk every process's cwd
+    (photos / "up").symlink_to(photos)        # a loop back up
+    (photos / "again").symlink_to(photos / "nested")  # a second name of a folder inside: walked once
+    assert list_images(photos) == [inside]
+    for system in ("/proc", "/proc/self", "/sys"):
+        with pytest.raises(UserError, match=f"images={system} is a system folder"):
+            list_images(system)
+
+
+def test_printed_names_are_one_line_each():
+    from common.files import shown
+    assert shown("photos/cat\nrm -rf ~\x1b[2J.jpg") == "photos/cat\\nrm -rf ~\\x1b[2J.jpg"
+    assert shown("photos/Ünïcode café.jpg") == "photos/Ünïcode café.jpg"
+
+
+def test_a_long_pass_off_a_terminal_prints_a_line_every_half_minute():
+    import io
+
+    from common.progress import ProgressLine
+    clock, out = [0.0], io.StringIO()
+    line = ProgressLine("evaluating", total_batches=100, stream=out, clock=lambda: clock[0])
+    for _ in range(50):
+        clock[0] += 1.0  # a batch of 8 images a second
+        line.update(8)
+    assert out.getvalue().splitlines() == [
+        "evaluating: batch 30/100, 240 images, 8.0 images/s, about 70 s left"]
+
+
 def test_messages_name_what_is_wrong(tmp_path):
     import os as _os
 

@@ -76,3 +76,16 @@ def test_system_folders_are_refused_as_run_dirs(run_dir, message):
         check_command_line("train", ["data=sample", f"hydra.run.dir={run_dir}"], multirun=False)
     with pytest.raises(UserError, match=message):
         check_command_line("train", ["data=sample", "seed=0,1", f"hydra.sweep.dir={run_dir}"], multirun=True)
+
+
+def test_a_run_whose_every_training_image_is_unreadable_is_one_line_and_leaves_no_run_dir(tmp_path, tiny_folder):
+    from googlenet.training.trainer import train
+    for path in (tiny_folder / "train").glob("*/*"):
+        path.write_bytes(b"not an image")
+    run_dir = tmp_path / "run"
+    # found in a loader worker: torch re-raises it in the trainer wrapped in the worker's traceback
+    with pytest.raises(UserError) as e:
+        train(compose_config("train", tiny_overrides(tiny_folder, run_dir, "data.workers=2")))
+    assert str(e.value) == f"no readable image in {tiny_folder / 'train'}; check the files"
+    # no config.yaml, no lock: nothing of a run (the command's clean-up then removes its log and the folder)
+    assert [p.name for p in run_dir.rglob("*") if p.is_file()] == ["train.log"]

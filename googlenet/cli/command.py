@@ -12,7 +12,10 @@ sweepers, `hydra.job.chdir`, `${hydra:...}`); what this adds:
   (`error: ...`), exit status 2, and no run directory (the checks run before Hydra makes one; in a sweep
   every job's values are checked first);
 - ranks other than 0 of a DDP job write no `.hydra/` and no log file;
-- each training job writes `result.json` into its run dir, and a sweep ends with a line per job.
+- a training run's `.hydra/` record is written by the run itself once it holds the run dir's lock (Hydra
+  would write it before the task runs, over the record of a run that owns the folder);
+- each training job writes `result.json` into its run dir; a training sweep ends with a line per job and an
+  exit status that says whether every job finished (`sweep.py`).
 """
 from __future__ import annotations
 
@@ -21,35 +24,75 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from common.errors import UserError
+from common.errors import EXIT_USER_ERROR, UserError
 
 from ..distributed import detect_env
 from .hydra_private import hydra_flags
-from .job import EXIT_USER_ERROR, Session
+from .job import Session
 from .launch import report_status
 from .precheck import check_command_line
+from .sweep import (
+    EXIT_FAILED,
+    EXIT_INCOMPLETE,
+    continue_command,
+    new_sweep_id,
+    read_job_records,
+    summary_lines,
+    sweep_exit_code,
+    sweep_overrides,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def run(app: Callable[[], None], session: Session) -> None:
     """Run a `@hydra.main` app after checking its command line; exits with the task's status."""
-    args = hydra_flags(sys.argv[1:])
+    user_args = sys.argv[1:]
+    args = hydra_flags(user_args)
     _export_repo_root()
+    runs_the_task = _runs_the_task(args)
     try:
-        if _runs_the_task(args):
+        if runs_the_task:
             session.precheck = check_command_line(session.config_name, args.overrides, args.multirun)
         env = detect_env()
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        if os.environ.get("LOCAL_RANK", "0") == "0":  # every rank checked the same command line
+            print(f"error: {e}", file=sys.stderr)
         _exit(EXIT_USER_ERROR)
+    sweep_dir = session.precheck.sweep_dir if session.config_name == "train" else None
+    if sweep_dir is not None:
+        session.sweep = new_sweep_id()
+        sys.argv += sweep_overrides(sweep_dir, session.sweep)
+    if runs_the_task and session.config_name == "train":  # the run writes its record itself (Job.write_records)
+        sys.argv += ["hydra.output_subdir=null"]
     if env.enabled and not env.is_main:  # rank 0 writes the run record and the log
-        sys.argv += ["hydra.output_subdir=null", "hydra/job_logging=none", "hydra/hydra_logging=none"]
+        sys.argv += ["hydra/job_logging=none", "hydra/hydra_logging=none"]
     try:
         app()
     except SystemExit as e:  # a single run's failure (Session.run_task) or Hydra's own exit
         _exit(e.code if isinstance(e.code, int) else 1)
+    if sweep_dir is not None:
+        _exit(report_sweep(session, sweep_dir, user_args))
     _exit(session.exit_code)
+
+
+def report_sweep(session: Session, sweep_dir: Path, user_args: list[str]) -> int:
+    """One line per job of this sweep (read back from what each job recorded, so any launcher works), how to
+    finish a stopped sweep, and the sweep's exit status."""
+    records = read_job_records(sweep_dir, session.sweep)
+    lines = summary_lines(records)
+    if lines:
+        print(f"sweep summary ({len(lines)} job(s), {sweep_dir}):")
+        for line in lines:
+            print(f"  {line}")
+    if not records:
+        print(f"no job of this sweep recorded how it ended (in {sweep_dir}/.jobs)", file=sys.stderr)
+        return session.exit_code or EXIT_FAILED
+    code = sweep_exit_code(records) or session.exit_code
+    if code == EXIT_INCOMPLETE:
+        print(f"the sweep was stopped before every job finished; continue it with: "
+              f"{continue_command(session.script, user_args, sweep_dir)}")
+    return code
 
 
 def _exit(code: int) -> None:

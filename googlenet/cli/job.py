@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import shlex
 import sys
@@ -13,18 +12,18 @@ from typing import Callable
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from common.errors import UserError
+from common.errors import EXIT_USER_ERROR, UserError
 from common.files import write_atomic
 
 from ..distributed import detect_env
 from ..provenance import provenance
 from ..training.state import RunResult
 from .config import VALIDATORS
-from .hydra_callbacks import RESULT_FILE
 from .launch import STATUS_DIR_ENV
-from .precheck import RUN_RECORDS, Precheck
+from .precheck import HYDRA_RECORDS, LOG_FILE, Precheck, run_records
+from .sweep import NOT_RUN, sweep_id, write_job_record
 
-EXIT_USER_ERROR = 2
+RESULT_FILE = "result.json"
 # Keys that hold paths a user types relative to where they run the command (Hydra may chdir later).
 PATH_KEYS = ("data.root", "resume", "ckpt", "probs", "output", "finetune.weights", "images")
 
@@ -39,14 +38,31 @@ class Job:
     overrides: list[str]
     script: str
     original_cwd: Path
+    sweep: str | None = None          # the id of the training sweep this job belongs to (sweep.py)
+    sweep_dir: Path | None = None
+    config_record: str = ""           # the task config as Hydra composed it, for `.hydra/config.yaml`
 
     @classmethod
-    def current(cls, script: str) -> "Job":
+    def current(cls, script: str, cfg: DictConfig) -> "Job":
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
         hc = HydraConfig.get()
-        return cls(Path(hc.runtime.output_dir), hc.mode == RunMode.MULTIRUN, int(hc.job.get("num") or 0),
-                   list(hc.overrides.task), script, Path(hc.runtime.cwd))
+        multirun = hc.mode == RunMode.MULTIRUN
+        return cls(Path(hc.runtime.output_dir), multirun, int(hc.job.get("num") or 0), list(hc.overrides.task),
+                   script, Path(hc.runtime.cwd), sweep_id(hc) if multirun else None,
+                   Path(hc.sweep.dir).absolute() if multirun else None, OmegaConf.to_yaml(cfg))
+
+    def write_records(self, subdir: str | None) -> None:
+        """Hydra's record of the run (`config.yaml`, `hydra.yaml`, `overrides.yaml` in `subdir`, as Hydra writes
+        them), written by the run once it holds its run dir, never over another run's record."""
+        from hydra.core.hydra_config import HydraConfig
+        if not subdir:
+            return
+        hydra = OmegaConf.create({"hydra": OmegaConf.to_container(HydraConfig.get())})
+        hydra.hydra.output_subdir = subdir
+        texts = (self.config_record, OmegaConf.to_yaml(hydra), OmegaConf.to_yaml(OmegaConf.create(self.overrides)))
+        for name, text in zip(HYDRA_RECORDS, texts):
+            write_atomic(self.run_dir / subdir / name, text)
 
     def command(self) -> str:
         """This job as a command line (a sweep's job, or one started by submitit, as if run alone)."""
@@ -74,6 +90,8 @@ class Session:
     script: str
     precheck: Precheck = field(default_factory=Precheck)
     codes: list[int] = field(default_factory=list)
+    sweep: str | None = None  # this command's training sweep (sweep.py)
+    stopped: bool = False     # a job of this sweep was stopped by a signal: the jobs after it do not start
 
     @property
     def exit_code(self) -> int:
@@ -84,37 +102,49 @@ class Session:
 
     def run_task(self, cfg: DictConfig, body: Callable[[DictConfig, Job], RunResult]):
         """Run `body` as a Hydra job: validated config, absolute paths, one-line errors, the result recorded.
-        Returns what a sweeper optimises."""
-        job = Job.current(self.script)
+        Returns what a sweeper optimises: the job's value, None when it did not complete (a sweeper such as
+        Optuna's then records a failed trial and goes on)."""
+        job = Job.current(self.script, cfg)
         _quiet_other_ranks()
-        try:
-            with open_dict(cfg):
-                absolute_paths(cfg, job.original_cwd)
-            if not self.precheck.validated:  # values a sweeper chose while it runs
-                VALIDATORS[self.config_name](cfg)
-            result = body(cfg, job)
-        except UserError as e:
-            print(f"error: {e}", file=sys.stderr)
-            result = RunResult(EXIT_USER_ERROR, status="failed", error=str(e))
+        if job.multirun and self.stopped:
+            result = RunResult(0, status=NOT_RUN)
+            _remove_if_empty(job.run_dir)
+        else:
+            try:
+                with open_dict(cfg):
+                    absolute_paths(cfg, job.original_cwd)
+                if not self.precheck.validated:  # values a sweeper chose while it runs
+                    VALIDATORS[self.config_name](cfg)
+                result = body(cfg, job)
+            except UserError as e:
+                print(f"error: {e}", file=sys.stderr)
+                result = RunResult(EXIT_USER_ERROR, status="failed", error=str(e))
         self.codes.append(result.exit_code)
+        self.stopped = self.stopped or (job.multirun and result.status == "stopped")
+        if job.sweep is not None and detect_env().is_main:
+            metric = OmegaConf.select(cfg, "trainer.best_metric", default=None)
+            write_job_record(job.sweep_dir, job.sweep, job.num, result_record(job, result, metric))
         if not job.multirun and result.exit_code:
             sys.exit(result.exit_code)
-        return result.value if result.value is not None or result.status == "completed" else math.nan
+        return result.value if result.status == "completed" else None
 
     def remove_failed_start(self, run_dir: Path) -> None:
         """A run that failed before it wrote anything of its own leaves no directory: only the records this
         command made for it are removed (and the folders, when that leaves them empty), never anything that
         was there before (another run's records) and never the lock (its owner removes it)."""
         _drop_log_files(run_dir)
-        for name in RUN_RECORDS:
+        for name in run_records(self.precheck.records_subdir):
             if name not in self.precheck.existing_records:
                 (run_dir / name).unlink(missing_ok=True)
         stop = self.precheck.existing_ancestor or run_dir.parent
-        for folder in (run_dir / ".hydra", run_dir, *run_dir.parents):
+        subdir = self.precheck.records_subdir
+        for folder in ((run_dir / subdir,) if subdir else ()) + (run_dir, *run_dir.parents):
             if folder == stop or stop not in folder.parents:
                 break
             try:
                 folder.rmdir()
+            except FileNotFoundError:
+                continue
             except OSError:
                 break
 
@@ -140,6 +170,18 @@ def _drop_log_files(folder: Path | None = None) -> None:
             handler.close()
 
 
+def _remove_if_empty(run_dir: Path) -> None:
+    """The folder Hydra made for a job that never ran (holding only an empty log), if nothing else is there."""
+    _drop_log_files(run_dir)
+    log = run_dir / LOG_FILE
+    if log.is_file() and log.stat().st_size == 0:
+        log.unlink()
+    try:
+        run_dir.rmdir()
+    except OSError:
+        pass
+
+
 def _quiet_other_ranks() -> None:
     """Tasks started by submitit each run as a Hydra job: only rank 0 keeps a log file."""
     env = detect_env()
@@ -147,11 +189,14 @@ def _quiet_other_ranks() -> None:
         _drop_log_files()
 
 
+def result_record(job: Job, result: RunResult, metric: str | None) -> dict:
+    return {"status": result.status, "exit_code": result.exit_code, "metric": metric, "value": result.value,
+            "metrics": result.metrics, "error": result.error, "run_dir": str(job.run_dir),
+            "overrides": job.overrides, "job": job.num,
+            "provenance": {**(result.provenance or provenance(world_size=detect_env().world_size)),
+                           "command": job.command()}}
+
+
 def write_result(job: Job, result: RunResult, metric: str) -> None:
-    """`result.json` in the run dir: what the sweep summary (and a user) reads back."""
-    record = {"status": result.status, "exit_code": result.exit_code, "metric": metric, "value": result.value,
-              "metrics": result.metrics, "error": result.error, "run_dir": str(job.run_dir),
-              "overrides": job.overrides, "job": job.num,
-              "provenance": {**(result.provenance or provenance(world_size=detect_env().world_size)),
-                             "command": job.command()}}
-    write_atomic(job.run_dir / RESULT_FILE, json.dumps(record, indent=2) + "\n")
+    """`result.json` in the run dir, written by the run that owns it: how it ended, for a user and for tools."""
+    write_atomic(job.run_dir / RESULT_FILE, json.dumps(result_record(job, result, metric), indent=2) + "\n")

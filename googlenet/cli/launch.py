@@ -9,6 +9,7 @@ its step, wrote last.pt and exited 0, which makes schedulers count a clean preem
 worker reports its exit status (train.py does, in `cli.main`), and the launcher exits 0 only when every
 worker on this node reported 0; otherwise 1, naming the workers that did not.
 """
+import logging
 import os
 import shutil
 import sys
@@ -16,7 +17,10 @@ import tempfile
 from pathlib import Path
 
 from torch.distributed.elastic.multiprocessing.api import SignalException
+from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 from torch.distributed.run import main as torchrun_main
+
+from common.errors import EXIT_USER_ERROR
 
 STATUS_DIR_ENV = "GOOGLENET_LAUNCH_STATUS_DIR"
 
@@ -51,9 +55,19 @@ def expected_workers(argv) -> int:
 def main(argv=None) -> int:
     folder = Path(tempfile.mkdtemp(prefix="googlenet-launch-"))
     os.environ[STATUS_DIR_ENV] = str(folder)
+    logging.getLogger("torch.distributed.elastic.multiprocessing.api").setLevel(logging.CRITICAL)  # said below
     try:
         torchrun_main(argv)
         return 0
+    except ChildFailedError:
+        codes, world = read_statuses(folder)
+        if codes and set(codes.values()) == {EXIT_USER_ERROR}:
+            return EXIT_USER_ERROR  # the workers printed the one-line error; a restart would not fix it
+        world = max(world, expected_workers(argv), 1)
+        failed = [f"rank {r}: {'exit ' + str(codes[r]) if r in codes else 'no report (killed or crashed)'}"
+                  for r in range(world) if codes.get(r) != 0]
+        print(f"launcher: the run failed: {'; '.join(failed)}", file=sys.stderr)
+        return 1
     except SignalException as e:
         codes, world = read_statuses(folder)
         world = max(world, expected_workers(argv), 1)

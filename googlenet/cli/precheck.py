@@ -25,9 +25,13 @@ from .config import (
 )
 
 MAX_CHECKED_SWEEP_JOBS = 256
-# What Hydra and the run's log write into a run dir before the task runs (a failed start removes these, if it
-# made them).
-RUN_RECORDS = (".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml", "train.log")
+# Hydra's record of a run (in `hydra.output_subdir`), and the run's log: a failed start removes these, if it made them.
+HYDRA_RECORDS = ("config.yaml", "hydra.yaml", "overrides.yaml")
+LOG_FILE = "train.log"
+
+
+def run_records(records_subdir: str | None) -> list[str]:
+    return [*(f"{records_subdir}/{name}" for name in HYDRA_RECORDS if records_subdir), LOG_FILE]
 
 
 @dataclass
@@ -36,7 +40,9 @@ class Precheck:
 
     validated: bool = False        # every job's config was validated here (the task need not do it again)
     existing_ancestor: Path | None = None  # the deepest folder of the run dir that existed before this command
-    existing_records: frozenset[str] = frozenset()  # RUN_RECORDS that were there before this command
+    existing_records: frozenset[str] = frozenset()  # run_records() that were there before this command
+    records_subdir: str | None = ".hydra"  # `hydra.output_subdir` as the user set it
+    sweep_dir: Path | None = None  # a multirun's directory, resolved once
 
 
 def parse_overrides(overrides: list[str]):
@@ -61,7 +67,9 @@ def check_command_line(config_name: str, overrides: list[str], multirun: bool) -
     base = [o.input_line for o in parsed if not o.is_sweep_override()]
     check_added_keys(config_name, base)
     full = compose_raw(config_name, base)
-    multirun = multirun or str(OmegaConf.select(full, "hydra.mode", default="")) == "MULTIRUN"
+    mode = OmegaConf.select(full, "hydra.mode", default=None)  # a RunMode, or None
+    multirun = multirun or getattr(mode, "name", mode) == "MULTIRUN"
+    records_subdir = OmegaConf.select(full, "hydra.output_subdir", default=None)
     if sweeps and not multirun:
         item = sweeps[0].input_line
         raise UserError(f"{item} lists several values: that is a sweep; add -m (python {config_name}.py -m {item})")
@@ -73,8 +81,9 @@ def check_command_line(config_name: str, overrides: list[str], multirun: bool) -
         if config_name == "train":  # before Hydra writes its record into a run dir that is not ours to touch
             check_run_dir_free(Path(run_dir).expanduser().absolute(), task.resume, task.trainer.overwrite,
                                launched_by_a_scheduler())
-        existing = frozenset(name for name in RUN_RECORDS if (Path(run_dir).expanduser() / name).exists())
-        return Precheck(True, ancestor, existing)
+        records = run_records(records_subdir)
+        existing = frozenset(name for name in records if (Path(run_dir).expanduser() / name).exists())
+        return Precheck(True, ancestor, existing, records_subdir)
     sweep_dir = resolved_run_dir(full, "hydra.sweep.dir")
     jobs = basic_sweep_jobs(full, sweeps)
     for job in (jobs or [[]])[:MAX_CHECKED_SWEEP_JOBS]:
@@ -82,7 +91,9 @@ def check_command_line(config_name: str, overrides: list[str], multirun: bool) -
     validated = jobs is not None and len(jobs) <= MAX_CHECKED_SWEEP_JOBS
     if config_name == "train":
         check_not_a_system_folder(Path(sweep_dir), "hydra.sweep.dir")
-    return Precheck(validated, check_output_dir(sweep_dir, "hydra.sweep.dir"))
+    ancestor = check_output_dir(sweep_dir, "hydra.sweep.dir")
+    return Precheck(validated, ancestor, records_subdir=records_subdir,
+                    sweep_dir=Path(sweep_dir).expanduser().absolute())
 
 
 def basic_sweep_jobs(full: DictConfig, sweeps) -> list[list[str]] | None:

@@ -6,7 +6,7 @@ from omegaconf import DictConfig, open_dict
 from common.errors import UserError
 
 from ..training.state import RunResult
-from .job import EXIT_USER_ERROR, Job, Session, write_result
+from .job import Job, Session, write_result
 
 
 def train(cfg: DictConfig, session: Session):
@@ -17,11 +17,10 @@ def train(cfg: DictConfig, session: Session):
         with open_dict(cfg):
             cfg.run_dir = str(job.run_dir)
         try:
-            result = train_run(cfg, resume_command=job.resume_command())
-        except UserError as e:
-            if job.multirun:
-                write_result(job, RunResult(EXIT_USER_ERROR, status="failed", error=str(e)), cfg.trainer.best_metric)
-            else:
+            result = train_run(cfg, resume_command=job.resume_command(),
+                               on_run_dir=lambda: job.write_records(session.precheck.records_subdir))
+        except UserError:
+            if not job.multirun:  # a sweep's job records its failure in the sweep's records (sweep.py)
                 session.remove_failed_start(job.run_dir)
             raise
         write_result(job, result, cfg.trainer.best_metric)

@@ -56,6 +56,13 @@ def expand_paths(spec, key: str) -> list[Path]:
             paths.append(Path(text))
     if not paths:
         raise UserError(f"{key}= names no file; pass a path, a list [a, b] or a glob")
+    seen: dict[str, Path] = {}
+    for path in paths:
+        real = os.path.realpath(path)
+        if real in seen:
+            raise UserError(f"{key}= names {seen[real]} twice (as {path}): an ensemble counts each model once; "
+                            "drop the duplicate")
+        seen[real] = path
     return paths
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 
@@ -71,7 +72,9 @@ class PassResult:
 @torch.no_grad()
 def run_pass(models: list, geometries: list[Geometry], loader, modes: tuple[int, ...], sizes: list[int],
              num_classes: int, runtime: Runtime, env: D.DistEnv, crop_batch: int, keep_probs: bool,
-             limit: int | None = None, bars=None) -> PassResult:
+             limit: int | None = None, bars=None, on_batch: Callable[[int], None] | None = None) -> PassResult:
+    """One pass over `loader` for every model and crop mode: the ensembles' hits, each model's, per class.
+    `bars` (one per model) advance after each model's batch; `on_batch(images)` after each batch."""
     device = runtime.device
     normalizer = BatchNormalizer(channels_last=runtime.channels_last).to(device).eval()
     hits = torch.zeros(len(sizes), len(modes), 2, dtype=torch.float64, device=device)
@@ -102,6 +105,8 @@ def run_pass(models: list, geometries: list[Geometry], loader, modes: tuple[int,
                 single[m, j] += ensemble_hits(stacked[m:m + 1], targets, [1])[0]
         top = ensemble_top5(torch.stack([probs[(m, modes[-1])] for m in range(len(models))]), [len(models)])[0]
         add_per_class(per_class, top, targets)
+        if on_batch:
+            on_batch(len(indices))
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start

@@ -34,7 +34,34 @@ def load_probs(path: Path) -> dict:
     record = read_weights_file(path, "probabilities file")
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise UserError(f"{path} is not a probabilities file written by evaluate.py save_probs=true")
+    problem = _problem(record)
+    if problem:
+        raise UserError(f"{path} is damaged: {problem}; write it again with evaluate.py save_probs=true")
     return record
+
+
+def _problem(r: dict) -> str | None:
+    """What is wrong with a probabilities record (shapes, types, values), or None."""
+    probs, labels = r.get("probs"), r.get("labels")
+    if not isinstance(probs, torch.Tensor) or probs.ndim != 2 or not probs.is_floating_point():
+        return "its probabilities are not a 2-D float tensor"
+    n, classes = probs.shape
+    for key in ("images", "classes"):
+        if not isinstance(r.get(key), list) or not all(isinstance(x, str) for x in r[key]):
+            return f"its {key} are not a list of names"
+    if len(r["images"]) != n or len(r["classes"]) != classes:
+        return (f"{n} x {classes} probabilities for {len(r['images'])} images and {len(r['classes'])} classes")
+    if not isinstance(labels, torch.Tensor) or labels.shape != (n,) or labels.is_floating_point() \
+            or (n and (labels.min() < 0 or labels.max() >= classes)):
+        return f"its labels are not {n} class indices"
+    for key in ("model", "ckpt", "split", "root"):
+        if not isinstance(r.get(key), str):
+            return f"its {key} is not a string"
+    if r.get("crops") not in (1, 10, 144) or isinstance(r.get("crops"), bool):
+        return f"crops={r.get('crops')!r} is not 1, 10 or 144"
+    if not torch.isfinite(probs).all() or (n and (probs.min() < 0 or probs.max() > 1.001)):
+        return "it holds probabilities that are not finite numbers between 0 and 1"
+    return None
 
 
 def group_by_crops(records: list[tuple[Path, dict]]) -> dict[int, list[tuple[Path, dict]]]:
@@ -50,10 +77,18 @@ def group_by_crops(records: list[tuple[Path, dict]]) -> dict[int, list[tuple[Pat
     groups: dict[int, list] = {}
     for path, r in records:
         groups.setdefault(int(r["crops"]), []).append((path, r))
-    counts = {len(v) for v in groups.values()}
-    if len(counts) > 1:
-        raise UserError("the probability files give different numbers of models per crop mode "
-                        f"({ {k: len(v) for k, v in groups.items()} }); pass the same models for every mode")
+    for crops, group in groups.items():
+        seen: dict[str, Path] = {}
+        for path, r in group:
+            if r["ckpt"] in seen:
+                raise UserError(f"{seen[r['ckpt']]} and {path} both hold {crops}-crop probabilities of {r['ckpt']}: "
+                                "an ensemble counts each model once; drop one of them")
+            seen[r["ckpt"]] = path
+    models = {crops: sorted(r["ckpt"] for _, r in group) for crops, group in groups.items()}
+    if len({tuple(m) for m in models.values()}) > 1:
+        listed = "; ".join(f"{crops} crop(s): {', '.join(m)}" for crops, m in sorted(models.items()))
+        raise UserError(f"the probability files are of different models for each crop mode ({listed}); pass the "
+                        "files of the same models for every crop mode")
     return dict(sorted(groups.items()))
 
 

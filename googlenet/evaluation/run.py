@@ -15,12 +15,14 @@ from torch.utils.data import DataLoader, Dataset
 
 from common.checks import check_bool, check_choice, check_number, get, is_int
 from common.errors import UserError
-from common.files import check_writable_file, write_atomic
+from common.files import check_writable_file, shown, write_atomic
+from common.progress import ProgressLine
 from data.classes import imagenet_classes
 from data.datasets import ImageFolderDataset, collate_readable
 from data.loaders import dataset_root, ignore_stop_signals
 from data.multicrop import CROP_MODES, EvalViews
 from data.samplers import EpochSampler
+from data.workers import check_workers, loader_workers
 
 from .. import distributed as D
 from ..checkpoint import WEIGHT_CHOICES
@@ -53,8 +55,9 @@ def check_evaluation_config(cfg) -> None:
                                                  or not all(is_int(k) and k >= 1 for k in sizes)):
         raise UserError(f"ensemble_sizes={sizes} must be null (1 and all models), all, or a list such as [1, 3, 7]")
     check_runtime_config(cfg)
-    for key, low in (("data.batch_size", 1), ("data.workers", 0), ("crop_batch", 1)):
-        check_number(cfg, key, integer=True, low=low)
+    check_workers(cfg)
+    for key in ("data.batch_size", "crop_batch"):
+        check_number(cfg, key, integer=True, low=1)
     for key in ("limit_batches", "data.crop_size", "data.eval_resize"):
         check_number(cfg, key, integer=True, low=1 if "limit" in key else 16, optional=True)
     for key in ("per_class", "save_probs", "plot"):
@@ -158,7 +161,8 @@ def _loader(cfg, models, geometries, modes, env, device):
                         "trained for")
     sampler = EpochSampler(len(dataset), shuffle=False, rank=env.rank, world_size=env.world_size, pad=False)
     loader = DataLoader(WithIndex(dataset), batch_size=cfg.data.batch_size, sampler=sampler,
-                        num_workers=cfg.data.workers, collate_fn=collate_indexed, pin_memory=device.type == "cuda",
+                        num_workers=loader_workers(cfg.data.workers), collate_fn=collate_indexed,
+                        pin_memory=device.type == "cuda",
                         worker_init_fn=ignore_stop_signals)
     return root, dataset, loader
 
@@ -176,9 +180,12 @@ def _evaluate(cfg, runtime, env) -> dict:
         net = runtime.prepare(m.model).eval()
         networks.append(torch.compile(net) if cfg.runtime.compile else net)
     limit = cfg.limit_batches
-    bars = _bars(models, min(len(loader), limit or len(loader))) if env.is_main and _progress(cfg) else None
+    batches = min(len(loader), limit or len(loader))
+    bars = _bars(models, batches) if env.is_main and _progress(cfg) else None
+    line = ProgressLine("evaluating", batches) if env.is_main and cfg.progress == "auto" and not bars else None
     result = run_pass(networks, geometries, loader, modes, sizes, len(models[0].classes), runtime, env,
-                      cfg.crop_batch, keep_probs=cfg.save_probs, limit=limit, bars=bars)
+                      cfg.crop_batch, keep_probs=cfg.save_probs, limit=limit, bars=bars,
+                      on_batch=line.update if line else None)
     for bar in bars or []:
         bar.close()
     if result.images == 0:
@@ -317,8 +324,8 @@ def evaluate(cfg) -> int:
         print(f"{results['images_per_sec']:.1f} images/s ({results['forward_passes_per_sec']:.1f} forward passes/s) "
               f"on {results['device']}, {results['precision']}")
     if results.get("unreadable"):
-        shown = ", ".join(results["unreadable"][:10])
-        print(f"skipped {len(results['unreadable'])} unreadable image(s): {shown}")
+        names = ", ".join(shown(name) for name in results["unreadable"][:10])
+        print(f"skipped {len(results['unreadable'])} unreadable image(s): {names}")
     for key in ("output", "markdown", "plot", "per_class_csv"):
         if key in results:
             print(f"{key}: {results[key]}")

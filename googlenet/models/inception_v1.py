@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import ConvBlock, InceptionOutputs, ModelOptions, init_weights, option, transform_input_to_tf
+from .layers import ConvBlock, InceptionOutputs, ModelOptions, TransformInputToTF, init_weights, option
 
 # Table 1 of the paper: #1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj.
 INCEPTION_TABLE: dict[str, tuple[int, int, int, int, int, int]] = {
@@ -99,6 +99,7 @@ class GoogLeNet(nn.Module):
     def __init__(self, cfg: GoogLeNetConfig = GoogLeNetConfig()):
         super().__init__()
         self.cfg = cfg
+        self.input_transform = TransformInputToTF() if cfg.transform_input else None
         bn = cfg.batch_norm
         lrn = (lambda: nn.Identity()) if bn else (lambda: nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1.0))
 
@@ -146,8 +147,8 @@ class GoogLeNet(nn.Module):
         return [(n, getattr(self, n)) for n in stem + [self._attr(b) for b in BODY]]
 
     def forward(self, x: torch.Tensor):
-        if self.cfg.transform_input:
-            x = transform_input_to_tf(x)
+        if self.input_transform is not None:
+            x = self.input_transform(x)
         x = self.maxpool1(self.conv1(x))
         x = self.lrn1(x)
         x = self.lrn2(self.conv3(self.conv2(x)))

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import ConvBlock, InceptionOutputs, ModelOptions, init_weights, option, transform_input_to_tf
+from .layers import ConvBlock, InceptionOutputs, ModelOptions, TransformInputToTF, init_weights, option
 
 # Stems: (name, out channels, kernel, stride, padding) for convs; ("maxpool", ...) for 3x3/2 max pools.
 # The paper's table ends the stem at 35x35x288 with a padded 3x3 conv; the text and the TF model use a
@@ -222,6 +222,7 @@ class FactorizedInception(nn.Module):
     def __init__(self, cfg: FactorizedInceptionConfig = FactorizedInceptionConfig()):
         super().__init__()
         self.cfg = cfg
+        self.input_transform = TransformInputToTF() if cfg.transform_input else None
         stem_table, body_table = FLAVOURS[cfg.flavour]
 
         channels = 3
@@ -261,8 +262,8 @@ class FactorizedInception(nn.Module):
         return [(n, getattr(self, n)) for n in self.stem_names + self.body_names]
 
     def forward(self, x: torch.Tensor):
-        if self.cfg.transform_input:
-            x = transform_input_to_tf(x)
+        if self.input_transform is not None:
+            x = self.input_transform(x)
         for name in self.stem_names:
             x = getattr(self, name)(x)
         aux = ()

@@ -74,12 +74,19 @@ class ConvBlock(nn.Module):
         return torch.relu_(x)  # in place: neither conv nor batch norm needs its output for backward
 
 
-def transform_input_to_tf(x: torch.Tensor) -> torch.Tensor:
-    """Map an ImageNet-normalised batch to the [-1, 1] scaling that torchvision's TF-ported weights expect."""
-    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-    scale = x.new_tensor([s / 0.5 for s in std]).view(1, 3, 1, 1)
-    shift = x.new_tensor([(m - 0.5) / 0.5 for m in mean]).view(1, 3, 1, 1)
-    return x * scale + shift
+class TransformInputToTF(nn.Module):
+    """Map an ImageNet-normalised batch to the [-1, 1] scaling that torchvision's TF-ported weights expect.
+    The constants are buffers (not saved): they move with the model, and no forward copies them from the host."""
+
+    def __init__(self):
+        super().__init__()
+        mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+        self.register_buffer("scale", torch.tensor([s / 0.5 for s in std]).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("shift", torch.tensor([(m - 0.5) / 0.5 for m in mean]).view(1, 3, 1, 1),
+                             persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale + self.shift
 
 
 def init_weights(model: nn.Module) -> None:

@@ -27,20 +27,29 @@ class ModelEMA:
         self.module = copy.deepcopy(model).eval().requires_grad_(False)
         self.decay = decay
         self.updates = 0
+        self._pairs: tuple[int, list, list, list, list] | None = None  # (id(model), ema/model floats, ints)
 
     def current_decay(self) -> float:
         return min(self.decay, (1 + self.updates) / (10 + self.updates))
+
+    def _tensors(self, model: nn.Module) -> tuple[list, list, list, list]:
+        """The averaged tensors and their sources, listed once (state_dict walks cost more than the update)."""
+        if self._pairs is None or self._pairs[0] != id(model):
+            ema_state, state = self.module.state_dict(), model.state_dict()
+            floats = [k for k, v in ema_state.items() if v.is_floating_point()]
+            ints = [k for k, v in ema_state.items() if not v.is_floating_point()]
+            self._pairs = (id(model), [ema_state[k] for k in floats], [state[k].detach() for k in floats],
+                           [ema_state[k] for k in ints], [state[k].detach() for k in ints])
+        return self._pairs[1:]
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         d = self.current_decay()
         self.updates += 1
-        ema_state, state = self.module.state_dict(), model.state_dict()
-        floats = [k for k, v in ema_state.items() if v.is_floating_point()]
-        torch._foreach_lerp_([ema_state[k] for k in floats], [state[k].detach() for k in floats], 1 - d)
-        for k, v in ema_state.items():
-            if not v.is_floating_point():
-                v.copy_(state[k])
+        ema_floats, floats, ema_ints, ints = self._tensors(model)
+        torch._foreach_lerp_(ema_floats, floats, 1 - d)
+        if ema_ints:
+            torch._foreach_copy_(ema_ints, ints)
 
     def state_dict(self) -> dict:
         return {"model": self.module.state_dict(), "updates": self.updates, "decay": self.decay}

@@ -6,6 +6,8 @@ from __future__ import annotations
 import torch
 from omegaconf import OmegaConf
 
+from common.files import shown
+
 from ..models.summary import summarize
 from .runlog import RunLog
 
@@ -22,7 +24,9 @@ def describe(log: RunLog, cfg, *, model, data, runtime, world_size: int, global_
     log.info(f"processes: {world_size}, device: {runtime.device}, precision: {precision}; "
              f"global batch {global_batch} = {cfg.data.batch_size} x {world_size} process(es) x "
              f"{cfg.optim.accumulate} accumulation; lr {peak_lr:.4g} ({cfg.optim.lr:g} at "
-             f"{cfg.optim.base_batch}, {cfg.optim.scale_lr} scaling); {steps_per_epoch} steps per epoch")
+             f"{cfg.optim.base_batch}, {cfg.optim.scale_lr} scaling); {steps_per_epoch} steps per epoch"
+             + ("; dist.sync_bn: SyncBatchNorm, which waits for the host in every batch-norm layer (slower)"
+                if cfg.dist.sync_bn and world_size > 1 else ""))
     log.info(f"run dir: {run_dir}")
 
 
@@ -76,8 +80,8 @@ def epoch_line(metrics: dict[str, float], epoch: int, epochs: int) -> str:
 
 def report_skipped(log: RunLog, skipped: list[str], what: str, epoch: int, step: int) -> None:
     if skipped:
-        shown = ", ".join(skipped[:10]) + (" ..." if len(skipped) > 10 else "")
-        log.info(f"epoch {epoch}: {what} {len(skipped)} unreadable image(s): {shown}")
+        names = ", ".join(shown(name) for name in skipped[:10]) + (" ..." if len(skipped) > 10 else "")
+        log.info(f"epoch {epoch}: {what} {len(skipped)} unreadable image(s): {names}")
         log.scalars({"data/skipped_images": len(skipped)}, step)
 
 

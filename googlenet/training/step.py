@@ -11,6 +11,7 @@ import contextlib
 import torch
 from torch import nn
 
+from common.errors import UserError
 from common.seeds import derive_seed
 from data.device_ops import BatchNormalizer, adjust_photometric
 from data.transforms import PhotometricDistortion
@@ -28,6 +29,14 @@ from .schedule import LRSchedule
 TRAIN_METERS = ("loss", "loss_main", "loss_aux1", "loss_aux2", "top1", "top5", "images")
 
 
+def check_amp_scaling(optimizer, name: str, precision: str, device_type: str) -> None:
+    """fp16 on a GPU needs an optimizer that unscales and skips steps on the device (torch's fused SGD does):
+    for any other, torch's GradScaler reads the found-inf flag back to the host at every step."""
+    if precision == "fp16" and device_type == "cuda" and not getattr(optimizer, "_step_supports_amp_scaling", False):
+        raise UserError(f"optim={name} cannot take fp16's scaled gradients without a host sync at every step; use "
+                        "runtime.precision=bf16 (it needs no scaling) or 32, or optim=sgd")
+
+
 class TrainStep:
     """The training step of a model: built once per run (`build`), called per batch (`batch`)."""
 
@@ -37,11 +46,13 @@ class TrainStep:
         """Optimizer (lr scaled to the global batch), schedule, gradient scaler, EMA, DDP and compile wrapping."""
         device = runtime.device
         peak_lr = scaled_lr(cfg.optim, global_batch)
+        optimizer = build_optimizer(model, cfg.optim, peak_lr, device.type)
+        check_amp_scaling(optimizer, cfg.optim.name, runtime.precision, device.type)
         train_model = D.wrap_ddp(model, env, device, cfg.dist)
         return cls(cfg, model=model, runtime=runtime, env=env,
                    train_model=torch.compile(train_model) if cfg.runtime.compile else train_model,
                    normalizer=BatchNormalizer(cfg.data.augment.lighting, runtime.channels_last).to(device),
-                   optimizer=build_optimizer(model, cfg.optim, peak_lr, device.type),
+                   optimizer=optimizer,
                    scaler=torch.amp.GradScaler(device.type, enabled=runtime.precision == "fp16"),
                    schedule=LRSchedule(cfg.schedule, peak_lr, steps_per_epoch, cfg.trainer.epochs),
                    ema=ModelEMA(model, cfg.ema.decay) if cfg.ema.enabled else None)

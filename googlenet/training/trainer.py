@@ -76,9 +76,11 @@ def batches_per_epoch(loader_batches: int, limit: int | None, accumulate: int) -
 
 
 class Trainer:
-    def __init__(self, cfg):
+    def __init__(self, cfg, on_run_dir: Callable[[], None] | None = None):
         self.cfg = cfg
-        self.env, self.lock, self.log = None, None, None
+        self.on_run_dir = on_run_dir  # called on rank 0 once the run is built (its run dir locked, resumed)
+        self.env, self.lock, self.log, self.run_dir = None, None, None, None
+        self.created_config, self.closed = False, False
         self.state = RunState()
         self.stop = StopRequest()
         # hooks["step"] run after every optimizer step, hooks["val_batch"] after every validation batch
@@ -91,6 +93,8 @@ class Trainer:
             self.build_model()
             self.build_optimization()
             self.resume_if_asked()
+            if self.env.is_main and self.on_run_dir:  # the run is this run's, resumed or new
+                self.on_run_dir()
         except BaseException:
             self.close(started=False)  # the lock, the log files and the process group of a run that never started
             raise
@@ -104,6 +108,9 @@ class Trainer:
         self.ckpt_dir = self.run_dir / "checkpoints"
         check_not_a_system_folder(self.run_dir)
         self.lock = RunLock(self.run_dir).acquire() if self.env.is_main else None
+        self.resume_from = resume_path(self.cfg.resume, self.ckpt_dir, D.launched_by_a_scheduler())
+        if self.resume_from is None:
+            refuse_existing_checkpoints(self.run_dir, self.cfg.trainer.overwrite)
         if self.env.is_main:
             clean_leftovers(self.run_dir)
         self.checkpoints = RunCheckpoints(self.ckpt_dir, enabled=self.env.is_main)
@@ -140,9 +147,8 @@ class Trainer:
                                           self.global_batch)
 
     def resume_if_asked(self) -> None:
-        path = resume_path(self.cfg.resume, self.ckpt_dir, D.launched_by_a_scheduler())
+        path = self.resume_from
         if path is None:
-            refuse_existing_checkpoints(self.run_dir, self.cfg.trainer.overwrite)
             if self.cfg.resume == "auto" or D.launched_by_a_scheduler():
                 self.log.info(f"resume=auto: no {self.ckpt_dir / 'last.pt'} yet, starting from scratch")
             return
@@ -160,6 +166,7 @@ class Trainer:
                  global_batch=self.global_batch, peak_lr=self.train_step.schedule.peak,
                  steps_per_epoch=self.steps_per_epoch, run_dir=self.run_dir)
         if self.env.is_main:
+            self.created_config = not (self.run_dir / "config.yaml").exists()
             write_run_config(self.run_dir, cfg)
         epochs = cfg.trainer.epochs
         with self.stop:
@@ -296,18 +303,29 @@ class Trainer:
         log_validation(self.log, results, self.state.step)
         return {f"{prefix}_{k}": v for prefix, values in results.items() for k, v in values.items()}
 
+    def wrote_checkpoints(self) -> bool:
+        return self.run_dir is not None and any(self.ckpt_dir.glob("*.pt"))
+
     def close(self, started: bool = True) -> None:
+        """Release what the run holds; a run that never started (or ended before any checkpoint was in its
+        run dir) also removes the lock and the config.yaml it created, so that its folder can go."""
+        if self.closed:
+            return
+        self.closed = True
         if self.log:
             self.log.close()
+        if not started and self.created_config:
+            (self.run_dir / "config.yaml").unlink(missing_ok=True)
         if self.lock:
             self.lock.release(remove=not started)
         if self.env:
             D.shutdown(self.env)
 
 
-def train(cfg, resume_command: str | None = None) -> RunResult:
-    """Run training from a composed config (with `run_dir`): how it ended, and the best validation value."""
-    trainer = Trainer(cfg)
+def train(cfg, resume_command: str | None = None, on_run_dir: Callable[[], None] | None = None) -> RunResult:
+    """Run training from a composed config (with `run_dir`): how it ended, and the best validation value.
+    `on_run_dir` writes the command's own records once the run dir is this run's."""
+    trainer = Trainer(cfg, on_run_dir)
     try:
         trainer.fit()
         status, code = "completed", 0
@@ -322,6 +340,9 @@ def train(cfg, resume_command: str | None = None) -> RunResult:
         trainer.log.info(f"error: {e}; stopped without writing a checkpoint ({kept}); lower optim.lr, set "
                          "optim.clip_grad_norm, or use runtime.precision=32")
         status, code = "failed", 1
+    except UserError:  # found mid-run (e.g. no readable image): a run dir without checkpoints goes, as at start
+        trainer.close(started=trainer.wrote_checkpoints())
+        raise
     finally:
         trainer.close()
     return RunResult(code, trainer.state.best, status, dict(trainer.state.metrics),

@@ -1,0 +1,76 @@
+"""A training step and an evaluation batch never read a value back to the host nor copy Python numbers to the
+device (issue 19, item 6): on a GPU either makes the host wait for the device. Recorded here on the CPU, where
+the same operators run, with a dispatch mode that sees every operator of the step."""
+import traceback
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from data.device_ops import BatchNormalizer
+from googlenet.cli.config import compose_config
+from googlenet.distributed import detect_env
+from googlenet.evaluation.passes import crop_averaged_probs
+from googlenet.models.registry import build_from_config, build_model
+from googlenet.runtime import runtime_from_config
+from googlenet.training.meters import DeviceMeters
+from googlenet.training.position import Position
+from googlenet.training.step import TRAIN_METERS, TrainStep
+
+WATCHED = {
+    "aten._local_scalar_dense.default": "a value read back to the host (.item(), bool(), float(), int())",
+    "aten.nonzero.default": "nonzero (its output size is only known on the host)",
+    "aten.lift_fresh.default": "a tensor made from Python numbers (a copy from host memory)",
+}
+
+
+class HostTraffic(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.seen: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if str(func) in WATCHED:
+            ours = [f for f in traceback.extract_stack() if "/googlenet/" in f.filename or "/data/" in f.filename]
+            where = f"{ours[-1].filename}:{ours[-1].lineno}" if ours else "?"
+            self.seen.append(f"{WATCHED[str(func)]} at {where}")
+        return func(*args, **(kwargs or {}))
+
+
+def paper_recipe(*extra):
+    # GoogLeNet's recipe: aux heads, photometric distortions, PCA lighting, EMA; bf16 autocast (auto on CPU)
+    return compose_config("train", ["experiment=googlenet_paper", "data=synthetic", "data.crop_size=64",
+                                    "data.num_classes=10", "data.batch_size=4", "runtime.device=cpu", *extra])
+
+
+def test_a_training_step_of_the_paper_recipe_stays_on_the_device():
+    cfg = paper_recipe()
+    torch.manual_seed(0)
+    model = build_from_config(cfg.model)
+    runtime = runtime_from_config(cfg.runtime)
+    step = TrainStep.build(cfg, model, runtime, detect_env({}), steps_per_epoch=10, global_batch=4)
+    meters, position = DeviceMeters(TRAIN_METERS, runtime.device), Position()
+    images = torch.randint(0, 256, (4, 3, 64, 64), dtype=torch.uint8)
+    targets, factors = torch.arange(4), torch.tensor([[1.2, 0.8, 1.1, 0.05]] * 4)
+
+    def one_step():
+        x, y = step.to_device(images, targets, factors)
+        stepped = step.batch(x, y, position, float(position.step), meters)
+        position.after_batch(stepped, 4)
+
+    one_step()  # the first step creates the optimizer's state
+    with HostTraffic() as traffic:
+        for _ in range(2):
+            one_step()
+    assert traffic.seen == [], traffic.seen
+    assert step.ema is not None and step.normalizer.lighting_std > 0 and model.aux1 is not None
+
+
+def test_an_evaluation_batch_stays_on_the_device():
+    model = build_model("inception_v3_torchvision", num_classes=10).eval()  # with torchvision's input transform
+    runtime = runtime_from_config(paper_recipe().runtime)
+    normalizer = BatchNormalizer().eval()
+    views = torch.randint(0, 256, (1, 4, 3, 75, 75), dtype=torch.uint8)
+    crop_averaged_probs(model, views, normalizer, runtime, crop_batch=4)
+    with HostTraffic() as traffic, torch.no_grad():
+        crop_averaged_probs(model, views, normalizer, runtime, crop_batch=4)
+    assert traffic.seen == [], traffic.seen
