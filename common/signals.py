@@ -1,8 +1,23 @@
-"""The signals that stop a job: what schedulers (SLURM's --signal, torchrun) and terminals send.
+"""The signals that stop a job: what schedulers (SLURM's --signal, torchrun, submitit's preemption signal USR2)
+and terminals send.
 
 The training process handles them (`googlenet.training.stopping`); loader workers ignore them
-(`data.loaders.ignore_stop_signals`), so that the main process can write its checkpoint first.
+(`data.loaders.ignore_stop_signals`), so that the main process can write its checkpoint first. A handler that
+was there before the trainer's (submitit's, which requeues the job on USR2) gets the signal once the stop is
+saved (`hand_on`).
 """
 import signal
 
-STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGUSR1") if hasattr(signal, name))
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2")
+                     if hasattr(signal, name))
+
+
+def hand_on(signum: int | None) -> None:
+    """After a stop the signal `signum` asked for is saved: the handler installed now (the launcher's own, once
+    the trainer's is gone) gets it too. Default and ignore dispositions are left alone (they would end or do
+    nothing); submitit's requeues the job and exits."""
+    if signum is None:
+        return
+    handler = signal.getsignal(signum)
+    if callable(handler):
+        handler(signum, None)

@@ -151,6 +151,8 @@ def ensure_sample_data(root=None, seed: int = 0) -> Path:
     root = Path(root).expanduser() if root else default_root()
     if (root / ".complete").is_file():
         return root
+    if root.is_symlink():  # generated where the link points (a folder cannot be renamed over a link)
+        root = Path(os.path.realpath(root))
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise UserError(f"data.root={root} holds other files and is not a sample set; data=sample generates only "
                         "into an empty or absent folder: pass another data.root (or none for the default cache)")

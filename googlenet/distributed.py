@@ -115,15 +115,27 @@ def launch_time() -> datetime:
     return datetime.now()
 
 
+def local_cuda_index(env: DistEnv) -> int:
+    """This process's GPU among those it sees: its local rank when it sees the node's GPUs, 0 when the scheduler
+    gave each task one GPU of its own (`--gpus-per-task=1`, `--gpu-bind`: every task sees only cuda:0)."""
+    seen = torch.cuda.device_count()
+    if seen == 1:
+        return 0
+    if env.local_rank < seen:
+        return env.local_rank
+    raise UserError(f"local rank {env.local_rank} of {env.local_world_size} sees {seen} GPU(s): give each process "
+                    "one GPU of its own or let every process see all of the node's GPUs")
+
+
 def init_distributed(dist_cfg, device_type: str) -> DistEnv:
     env = detect_env()
     if not env.enabled:
         return env
     backend = dist_cfg.backend if dist_cfg.backend != "auto" else ("nccl" if device_type == "cuda" else "gloo")
     if device_type == "cuda":
-        torch.cuda.set_device(env.local_rank)
+        torch.cuda.set_device(local_cuda_index(env))
     if not dist.is_initialized():
-        kwargs = {"device_id": torch.device("cuda", env.local_rank)} if backend == "nccl" else {}
+        kwargs = {"device_id": torch.device("cuda", local_cuda_index(env))} if backend == "nccl" else {}
         timeout = timedelta(minutes=dist_cfg.timeout_minutes)
         restart = os.environ.get("TORCHELASTIC_RESTART_COUNT")
         if env.launcher != "torchrun":  # submitit / srun tasks: rendezvous at the first host

@@ -122,7 +122,7 @@ def start(runtime_cfg, dist_cfg) -> tuple[D.DistEnv, Runtime]:
     device = resolve_device(runtime_cfg.device)
     env = D.init_distributed(dist_cfg, device.type)
     if env.enabled and device.type == "cuda":
-        device = torch.device("cuda", env.local_rank)
+        device = torch.device("cuda", D.local_cuda_index(env))
     return env, runtime_from_config(runtime_cfg, device)
 
 

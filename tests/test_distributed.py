@@ -83,8 +83,9 @@ def test_two_processes_match_one_process_with_double_batch(tmp_path, tiny_folder
     # validation counted every image once: same accuracy, 12 images, on both
     assert a["metrics"]["val_images"] == b["metrics"]["val_images"] == 12
     assert a["metrics"]["val_top1"] == pytest.approx(b["metrics"]["val_top1"])
-    # evaluate.py under torchrun: 12 images over 2 ranks (no padding), the same numbers as one process, for an
-    # ensemble (the raw and the EMA weights of the run) on all three crop modes, with probabilities saved
+    # evaluation on 2 ranks (as under torchrun: its variables, gloo): 12 images over 2 ranks (no padding), the
+    # same numbers as one process, for an ensemble (the raw and the EMA weights of the run) on all three crop
+    # modes, with probabilities saved
     ckpt = run_dir / "checkpoints" / "last.pt"
     raw = tmp_path / "raw.pt"
     state = torch.load(ckpt, weights_only=True)
@@ -95,9 +96,8 @@ def test_two_processes_match_one_process_with_double_batch(tmp_path, tiny_folder
         if name == "one":  # in this process: evaluate.py's command line is tested in test_evaluate.py
             with one_thread():
                 run_evaluation(compose_config("evaluate", [*args, f"output={tmp_path / 'one.json'}"]))
-        else:
-            result = torchrun(*args, f"output={tmp_path / 'two.json'}", script="evaluate.py")
-            assert result.returncode == 0, result.stdout + result.stderr
+        else:  # forked ranks share this process's imports (the training above ran under torchrun itself)
+            _forked_ranks(_evaluate_as_rank, [*args, f"output={tmp_path / 'two.json'}"])
         (tmp_path / f"{name}.probs").mkdir()
         for path in [*ckpt.parent.glob("last.*.probs.pt"), *tmp_path.glob("raw.*.probs.pt")]:
             path.rename(tmp_path / f"{name}.probs" / path.name)
@@ -108,6 +108,26 @@ def test_two_processes_match_one_process_with_double_batch(tmp_path, tiny_folder
     for path in (tmp_path / "one.probs").iterdir():  # every image once, in order, the same probabilities
         a, b = torch.load(path, weights_only=True), torch.load(tmp_path / "two.probs" / path.name, weights_only=True)
         assert a["images"] == b["images"] and len(a["images"]) == 12 and torch.equal(a["probs"], b["probs"])
+
+
+def _forked_ranks(fn, *args) -> None:
+    """`fn(rank, port, *args)` in 2 forked processes with torchrun's variables; fails if either fails."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    torch.multiprocessing.start_processes(fn, args=(port, *args), nprocs=2, join=True, start_method="fork")
+
+
+def _as_torchrun_rank(rank: int, port: int) -> None:
+    torch.set_num_threads(1)  # a forked process must not use the thread pool its parent may have started
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", LOCAL_WORLD_SIZE="2",
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+
+
+def _evaluate_as_rank(rank: int, port: int, overrides: list[str]) -> None:
+    _as_torchrun_rank(rank, port)
+    run_evaluation(compose_config("evaluate", overrides))
 
 
 def _children(pid):
@@ -205,6 +225,7 @@ def test_launcher_reports_a_failure_when_a_worker_does_not_stop_cleanly(tmp_path
 
 
 def test_a_user_error_under_the_launcher_is_one_line_and_exit_2(tmp_path):
+    # both workers find it; one line is printed
     result = torchrun("data=folder", f"data.root={tmp_path / 'missing'}", launcher="googlenet.cli.launch", cwd=tmp_path)
     assert result.returncode == 2, result.stdout + result.stderr
     assert result.stderr.strip().splitlines() == [f"error: dataset root {tmp_path / 'missing'} does not exist; set "
@@ -221,3 +242,57 @@ def test_dali_under_two_processes_validates_every_image_once(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     metrics = load_checkpoint(run_dir / "checkpoints" / "last.pt")["metrics"]
     assert metrics["val_images"] == 15
+
+
+def _validate_with_a_stop_on_rank_0(rank: int, port: int, out: str) -> None:
+    """One rank of `validate_models` over the raw and the EMA model, rank 0 asked to stop at its first batch."""
+    from datetime import timedelta
+
+    from torch import nn
+
+    from data.device_ops import BatchNormalizer
+    from googlenet.distributed import DistEnv
+    from googlenet.runtime import runtime_from_config
+    from googlenet.training.runlog import RunLog
+    from googlenet.training.stopping import TrainingInterrupted
+    from googlenet.training.validation import validate_models
+    torch.set_num_threads(1)  # a forked process must not use the thread pool its parent may have started
+    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2,
+                                         timeout=timedelta(seconds=20))
+    env = DistEnv(rank=rank, world_size=2, local_rank=rank, local_world_size=2, launcher="torchrun")
+
+    class Batches(list):
+        def set_epoch(self, epoch, start=0):
+            pass
+    loader = Batches([(torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8), torch.tensor([0, 1]), [])] * 3)
+    models = {"val": nn.Sequential(nn.Flatten(), nn.Linear(192, 2)), "val_ema": nn.Sequential(nn.Flatten(),
+                                                                                          nn.Linear(192, 2))}
+    runtime = runtime_from_config(compose_config("train", ["runtime.device=cpu", "runtime.precision=32"]).runtime)
+    try:
+        validate_models(models, loader, BatchNormalizer(), runtime, env, RunLog(Path(out), enabled=False, tensorboard=False),
+                        on_batch=lambda: rank != 0)
+        outcome = "finished"
+    except TrainingInterrupted:
+        outcome = "interrupted"
+    Path(out, f"rank{rank}").write_text(outcome)
+    torch.distributed.destroy_process_group()
+
+
+def test_a_stop_during_validation_with_ema_ends_every_rank_alike(tmp_path):
+    # a rank whose raw-weights validation was cut short must not pair its stop agreement with the other rank's
+    # EMA meters: both ranks take the same collectives and both stop (before the fix: a 20 s timeout, or a hang)
+    _forked_ranks(_validate_with_a_stop_on_rank_0, str(tmp_path))
+    assert [(tmp_path / f"rank{r}").read_text() for r in (0, 1)] == ["interrupted", "interrupted"]
+
+
+def test_each_rank_picks_a_gpu_it_can_see(monkeypatch):
+    from common.errors import UserError
+    from googlenet.distributed import DistEnv, local_cuda_index
+    rank3 = DistEnv(rank=3, world_size=4, local_rank=3, local_world_size=4, launcher="srun")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)  # every task sees the node's GPUs
+    assert local_cuda_index(rank3) == 3
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)  # --gpus-per-task=1: each task sees only cuda:0
+    assert local_cuda_index(rank3) == 0
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(UserError, match="local rank 3 of 4 sees 2 GPU"):
+        local_cuda_index(rank3)

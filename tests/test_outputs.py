@@ -144,3 +144,7 @@ def test_the_resume_hint_names_the_launcher_that_ran(monkeypatch, tmp_path):
     assert job.resume_command().startswith("torchrun --nproc_per_node=2 train.py data=sample resume=auto")
     monkeypatch.setenv(STATUS_DIR_ENV, str(tmp_path))
     assert job.resume_command().startswith("python -m googlenet.cli.launch --nproc_per_node=2 train.py")
+    # the SLURM script passes data.workers before the user's overrides: the hint names the value that was used
+    job = Job(tmp_path / "run", False, 0, ["data.workers=7", "resume=auto", "data=sample", "data.workers=0"],
+              "train.py", tmp_path)
+    assert " train.py data=sample data.workers=0 resume=auto hydra.run.dir=" in job.resume_command()

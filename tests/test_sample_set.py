@@ -30,3 +30,12 @@ def test_a_named_folder_is_never_deleted_or_overwritten(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     assert (ensure_sample_data(empty) / ".complete").is_file()  # an empty folder is filled
+
+
+def test_a_link_to_an_empty_folder_is_filled_where_it_points(tmp_path, monkeypatch):
+    from data import sample
+    monkeypatch.setattr(sample, "generate", lambda root, seed: root)  # the images are not the point here
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "empty")
+    assert sample.ensure_sample_data(tmp_path / "link") == tmp_path / "empty"
+    assert (tmp_path / "link" / ".complete").is_file() and (tmp_path / "link").is_symlink()

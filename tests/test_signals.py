@@ -35,3 +35,30 @@ def test_sigterm_to_the_process_group_writes_a_checkpoint_and_resume_finishes(tm
     finish = train(compose_config("train", [*common, "trainer.epochs=" + str(state["epoch"] + 1), "resume=auto"]))
     assert finish.exit_code == 0
     assert load_checkpoint(log)["epoch"] == state["epoch"] + 1
+
+
+def test_submitits_preemption_signal_saves_first_then_reaches_submitits_handler(tmp_path, tiny_folder, monkeypatch):
+    # submitit asks for USR2 before a time limit or a preemption, and its handler requeues the job and exits at
+    # once: the trainer takes USR2 like SIGTERM (an agreed stop, last.pt), then hands it on to that handler
+    from common.signals import hand_on
+    from googlenet.training import trainer as trainer_module
+    last = tmp_path / "run" / "checkpoints" / "last.pt"
+    requeued = []
+
+    def submitits_handler(signum, frame):  # stands in for submitit's checkpoint_and_try_requeue
+        requeued.append(load_checkpoint(last)["step"])
+
+    class PreemptedAtStep2(trainer_module.Trainer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.hooks["step"].append(lambda t: os.kill(os.getpid(), signal.SIGUSR2) if t.state.step == 2 else None)
+    monkeypatch.setattr(trainer_module, "Trainer", PreemptedAtStep2)
+    previous = signal.signal(signal.SIGUSR2, submitits_handler)
+    try:
+        result = train(compose_config("train", tiny_overrides(tiny_folder, tmp_path / "run", "trainer.epochs=5")))
+        assert result.status == "stopped" and result.stop_signal == signal.SIGUSR2 and requeued == []
+        hand_on(result.stop_signal)  # what the command does once the run's records are written
+        assert requeued == [2]  # the handler ran after last.pt held step 2
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    hand_on(signal.SIGTERM)  # a default disposition is left alone: this process goes on

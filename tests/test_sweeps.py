@@ -84,16 +84,21 @@ def test_a_sweep_through_submitit_local_reports_its_failed_job(tmp_path):
 
 def test_a_stop_signal_stops_the_whole_sweep(tmp_path):
     sweep_dir = tmp_path / "sweep"
-    args = ["-m", "seed=0,1", *TINY_SAMPLE_RUN, "trainer.epochs=200"]
-    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args, f"hydra.sweep.dir={sweep_dir}"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    last = sweep_dir / "0" / "checkpoints" / "last.pt"
-    deadline = time.time() + 120
-    while not last.exists() and time.time() < deadline:
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGTERM)
-    out, _ = proc.communicate(timeout=120)
+    args = ["-m", "seed=0,1", *TINY_SAMPLE_RUN, "trainer.epochs=40"]
+    with open(tmp_path / "out.txt", "w") as output:
+        proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args, f"hydra.sweep.dir={sweep_dir}"],
+                                cwd=ROOT, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+        last = sweep_dir / "0" / "checkpoints" / "last.pt"
+        deadline = time.time() + 120
+        while not last.exists() and time.time() < deadline:
+            time.sleep(0.2)
+        time.sleep(0.3)  # as in test_signals.py: into the next epoch
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=120)
+        finally:
+            proc.kill()
+    out = (tmp_path / "out.txt").read_text()
     assert proc.returncode == 3, out  # incomplete
     summary = out[out.index("sweep summary"):].splitlines()
     assert summary[1].startswith("  job 0 seed=0: stopped") and summary[2].startswith("  job 1 seed=1: not run")

@@ -14,11 +14,12 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from common.errors import EXIT_USER_ERROR, UserError
 from common.files import write_atomic
+from common.signals import hand_on
 
 from ..distributed import detect_env
 from ..provenance import provenance
 from ..training.state import RunResult
-from .config import VALIDATORS
+from .config import VALIDATORS, first_line
 from .launch import STATUS_DIR_ENV
 from .precheck import HYDRA_RECORDS, LOG_FILE, Precheck, run_records
 from .sweep import NOT_RUN, sweep_id, write_job_record
@@ -70,7 +71,8 @@ class Job:
 
     def resume_command(self) -> str:
         """The command that continues this run: its own overrides, resume=auto and its run dir."""
-        keep = [o for o in self.overrides if not o.lstrip("+").startswith(("resume=", "hydra.run.dir="))]
+        keep = [o for o in _last_of_each_key(self.overrides)
+                if not o.lstrip("+").startswith(("resume=", "hydra.run.dir="))]
         args = shlex.join([*keep, "resume=auto", f"hydra.run.dir={self.run_dir}"])
         env = detect_env()
         launcher = "python"
@@ -119,11 +121,17 @@ class Session:
             except UserError as e:
                 print(f"error: {e}", file=sys.stderr)
                 result = RunResult(EXIT_USER_ERROR, status="failed", error=str(e))
+            except Exception as e:  # a bug or a crash: recorded for the sweep's summary, then Hydra reports it
+                if job.sweep is not None and detect_env().is_main:
+                    crashed = RunResult(1, status="failed", error=f"{type(e).__name__}: {first_line(e)}")
+                    write_job_record(job.sweep_dir, job.sweep, job.num, result_record(job, crashed, None))
+                raise
         self.codes.append(result.exit_code)
         self.stopped = self.stopped or (job.multirun and result.status == "stopped")
         if job.sweep is not None and detect_env().is_main:
             metric = OmegaConf.select(cfg, "trainer.best_metric", default=None)
             write_job_record(job.sweep_dir, job.sweep, job.num, result_record(job, result, metric))
+        hand_on(result.stop_signal)  # all recorded: under submitit, USR2 now requeues the job (it resumes last.pt)
         if not job.multirun and result.exit_code:
             sys.exit(result.exit_code)
         return result.value if result.status == "completed" else None
@@ -147,6 +155,12 @@ class Session:
                 continue
             except OSError:
                 break
+
+
+def _last_of_each_key(overrides: list[str]) -> list[str]:
+    """Overrides with a key given twice (a script's default, then the user's) reduced to the one that won."""
+    last = {o.split("=", 1)[0].lstrip("+~"): i for i, o in enumerate(overrides)}
+    return [o for i, o in enumerate(overrides) if last[o.split("=", 1)[0].lstrip("+~")] == i]
 
 
 def absolute_paths(cfg: DictConfig, cwd: Path) -> None:

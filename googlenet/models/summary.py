@@ -5,7 +5,6 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from .layers import AUX_PREFIXES
 from .registry import INPUT_SIZE, build_model
@@ -41,6 +40,7 @@ def summarize(model: nn.Module, input_size: int, name: str = "") -> ModelSummary
     was_training = model.training
     model.eval()
     try:
+        from torch.utils.flop_counter import FlopCounterMode  # imports triton: only when counting
         counter = FlopCounterMode(display=False)
         with torch.no_grad(), counter:
             model(torch.zeros(1, 3, input_size, input_size, device=next(model.parameters()).device))

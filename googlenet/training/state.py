@@ -47,6 +47,7 @@ class RunResult:
     metrics: dict[str, float] = field(default_factory=dict)
     error: str | None = None
     provenance: dict | None = None  # code, libraries, device, processes, command (of a run that started)
+    stop_signal: int | None = None  # the signal that stopped it (handed on to the launcher's own handler)
 
 
 def rng_state(device: torch.device) -> dict:

@@ -19,6 +19,7 @@ class StopRequest:
 
     def __init__(self):
         self.requested = False
+        self.signal: int | None = None  # the first stop signal received
         self._previous: dict = {}
 
     def request(self) -> None:
@@ -28,6 +29,7 @@ class StopRequest:
         if self.requested and signum == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C stops at once
         self.requested = True
+        self.signal = self.signal or signum
 
     def __enter__(self) -> "StopRequest":
         for sig in STOP_SIGNALS:

@@ -326,6 +326,7 @@ def train(cfg, resume_command: str | None = None, on_run_dir: Callable[[], None]
     """Run training from a composed config (with `run_dir`): how it ended, and the best validation value.
     `on_run_dir` writes the command's own records once the run dir is this run's."""
     trainer = Trainer(cfg, on_run_dir)
+    stop_signal = None
     try:
         trainer.fit()
         status, code = "completed", 0
@@ -334,6 +335,7 @@ def train(cfg, resume_command: str | None = None, on_run_dir: Callable[[], None]
         trainer.log.info(f"stopped at epoch {trainer.state.epoch + 1}, step {trainer.state.step}: wrote "
                          f"{trainer.ckpt_dir / 'last.pt'}; continue with: {command}")
         status, code = "stopped", 0
+        stop_signal = trainer.stop.signal
     except NonFiniteLoss as e:
         last = trainer.ckpt_dir / "last.pt"
         kept = f"the last good one is {last}" if last.is_file() else "none was written before"
@@ -346,4 +348,5 @@ def train(cfg, resume_command: str | None = None, on_run_dir: Callable[[], None]
     finally:
         trainer.close()
     return RunResult(code, trainer.state.best, status, dict(trainer.state.metrics),
-                     None if code == 0 else "non-finite loss", provenance(trainer.device, trainer.env.world_size))
+                     None if code == 0 else "non-finite loss", provenance(trainer.device, trainer.env.world_size),
+                     stop_signal)

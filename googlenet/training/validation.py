@@ -56,16 +56,17 @@ def validate_models(models: dict[str, nn.Module], loader, normalizer: nn.Module,
                     log, limit: int | None = None, on_batch: Callable[[], bool] | None = None):
     """`validate` each of {"val": model, "val_ema": ema_model}, with a progress bar per model. Returns
     (results per model, the unreadable files skipped). A validation that `on_batch` cut short on any rank
-    raises TrainingInterrupted on every rank: its numbers would describe part of the split."""
-    results, skipped, complete = {}, [], True
+    raises TrainingInterrupted on every rank: its numbers would describe part of the split.
+
+    Every rank takes the same collectives in the same order whatever the timing of a stop: each model's
+    meters, then one agreement on whether all ranks saw their whole shard, before the next model starts."""
+    results, skipped = {}, []
     for prefix, model in models.items():
         bar = log.bar(min(len(loader), limit or len(loader)), "validate")
         results[prefix], unreadable, complete = validate(model, loader, normalizer, runtime, env, limit, bar,
                                                          on_batch)
         bar.close()
         skipped += unreadable
-        if not complete:
-            break
-    if not D.all_ranks(complete, env, runtime.device):
-        raise TrainingInterrupted()
+        if not D.all_ranks(complete, env, runtime.device):
+            raise TrainingInterrupted()
     return results, sorted(set(skipped))
