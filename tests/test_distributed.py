@@ -269,8 +269,8 @@ def _validate_with_a_stop_on_rank_0(rank: int, port: int, out: str) -> None:
                                                                                           nn.Linear(192, 2))}
     runtime = runtime_from_config(compose_config("train", ["runtime.device=cpu", "runtime.precision=32"]).runtime)
     try:
-        validate_models(models, loader, BatchNormalizer(), runtime, env, RunLog(Path(out), enabled=False, tensorboard=False),
-                        on_batch=lambda: rank != 0)
+        log = RunLog(Path(out), enabled=False, tensorboard=False)
+        validate_models(models, loader, BatchNormalizer(), runtime, env, log, on_batch=lambda: rank != 0)
         outcome = "finished"
     except TrainingInterrupted:
         outcome = "interrupted"
