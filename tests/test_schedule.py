@@ -25,3 +25,19 @@ def test_schedules_produce_the_expected_lr_sequences():
     multi = LRSchedule(_schedule(name="multistep", interval="epoch", warmup_epochs=0, milestones=[2, 5],
                                  gamma=0.1), 1.0, steps_per_epoch=3, epochs=6)
     assert [multi(e * 3) for e in range(6)] == pytest.approx([1, 1, 0.1, 0.1, 0.1, 0.01])
+
+
+def test_the_papers_recipe_warms_up_as_its_global_batch_grows():
+    from googlenet.cli.config import compose_config
+    from googlenet.training.schedule import warmup_epochs
+    assert [warmup_epochs("auto", b) for b in (32, 128, 256, 512, 1024, 8192)] == [0, 0, 0, 2.5, 5, 5]
+    assert warmup_epochs(3, 8192) == 3.0  # a number is taken as given
+    paper = compose_config("train", ["experiment=googlenet_paper"])
+    assert paper.schedule.warmup_epochs == "auto"
+    # 8 GPUs x 128: lr 0.32 after 5 epochs of linear warmup, from warmup_start x 0.32
+    steps = 100
+    schedule = LRSchedule(paper.schedule, 0.32, steps, paper.trainer.epochs, global_batch=1024)
+    assert schedule.warmup == 5 * steps and schedule(0) == pytest.approx(0.32 * paper.schedule.warmup_start)
+    assert schedule(5 * steps) == pytest.approx(0.32)
+    with pytest.raises(Exception, match="schedule.warmup_epochs"):
+        compose_config("train", ["experiment=googlenet_paper", "schedule.warmup_epochs=soon"])

@@ -13,7 +13,7 @@ from .runlog import RunLog
 
 
 def describe(log: RunLog, cfg, *, model, data, runtime, world_size: int, global_batch: int, peak_lr: float,
-             steps_per_epoch: int, run_dir) -> None:
+             warmup_epochs: float, steps_per_epoch: int, run_dir) -> None:
     """What the run is about to do: config, model table, data, processes, batch and learning rate."""
     log.info(OmegaConf.to_yaml(cfg).rstrip())
     if log.enabled:
@@ -24,7 +24,9 @@ def describe(log: RunLog, cfg, *, model, data, runtime, world_size: int, global_
     log.info(f"processes: {world_size}, device: {runtime.device}, precision: {precision}; "
              f"global batch {global_batch} = {cfg.data.batch_size} x {world_size} process(es) x "
              f"{cfg.optim.accumulate} accumulation; lr {peak_lr:.4g} ({cfg.optim.lr:g} at "
-             f"{cfg.optim.base_batch}, {cfg.optim.scale_lr} scaling); {steps_per_epoch} steps per epoch"
+             f"{cfg.optim.base_batch}, {cfg.optim.scale_lr} scaling"
+             + (f", after {warmup_epochs:g} warmup epochs" if warmup_epochs else "")
+             + f"); {steps_per_epoch} steps per epoch"
              + ("; dist.sync_bn: SyncBatchNorm, which waits for the host in every batch-norm layer (slower)"
                 if cfg.dist.sync_bn and world_size > 1 else ""))
     log.info(f"run dir: {run_dir}")

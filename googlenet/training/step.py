@@ -54,7 +54,7 @@ class TrainStep:
                    normalizer=BatchNormalizer(cfg.data.augment.lighting, runtime.channels_last).to(device),
                    optimizer=optimizer,
                    scaler=torch.amp.GradScaler(device.type, enabled=runtime.precision == "fp16"),
-                   schedule=LRSchedule(cfg.schedule, peak_lr, steps_per_epoch, cfg.trainer.epochs),
+                   schedule=LRSchedule(cfg.schedule, peak_lr, steps_per_epoch, cfg.trainer.epochs, global_batch),
                    ema=ModelEMA(model, cfg.ema.decay) if cfg.ema.enabled else None)
 
     def __init__(self, cfg, *, model: nn.Module, train_model: nn.Module, normalizer: nn.Module, runtime: Runtime,

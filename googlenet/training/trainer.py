@@ -164,7 +164,8 @@ class Trainer:
         cfg = self.cfg
         describe(self.log, cfg, model=self.model, data=self.data, runtime=self.runtime, world_size=self.env.world_size,
                  global_batch=self.global_batch, peak_lr=self.train_step.schedule.peak,
-                 steps_per_epoch=self.steps_per_epoch, run_dir=self.run_dir)
+                 warmup_epochs=self.train_step.schedule.warmup_epochs, steps_per_epoch=self.steps_per_epoch,
+                 run_dir=self.run_dir)
         if self.env.is_main:
             self.created_config = not (self.run_dir / "config.yaml").exists()
             write_run_config(self.run_dir, cfg)
