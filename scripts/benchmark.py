@@ -11,7 +11,9 @@ Measurements (each a JSON line, appended to --output when given):
   built and called as the Trainer does, with its device-side meters read once per log interval), and through
   the reference:
   torchvision's googlenet / inception_v3 in a plain loop as in torchvision's reference classification
-  script (float input, `loss.item()` every step), same device, batch and precision; the ratio of the two.
+  script (float input, `loss.item()` every step), same device, batch and precision; the ratio of the two;
+  and the reference again in channels_last without its per-step `loss.item()`, and that ratio, so that the
+  two ratios say how much of a difference is memory format and host syncs and how much the rest.
 - train_folder (with --folder): images/s end to end from JPEG files (our pipeline vs ImageFolder +
   RandomResizedCrop + flip + ToTensor + Normalize in a DataLoader with the same workers), and our data-wait
   fraction.
@@ -25,6 +27,7 @@ synchronised around each timed region. Model FLOP utilisation = achieved FLOP/s 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import platform
 import resource
@@ -53,6 +56,8 @@ from googlenet.training.step import TRAIN_METERS, TrainStep  # noqa: E402
 
 # Dense peak TFLOP/s by device name fragment: (bf16/fp16 tensor cores, tf32 tensor cores, plain fp32).
 PEAK_TFLOPS = {
+    # H100 NVL per GPU (NVIDIA's datasheet halves its sparse 1,671 / 835 TFLOP/s): before "H100", which it contains
+    "H100 NVL": (835.5, 417.5, 60.0),
     "H100 SXM": (989.0, 494.0, 67.0), "H100 PCIe": (756.0, 378.0, 51.0), "H100": (989.0, 494.0, 67.0),
     "H200": (989.0, 494.0, 67.0), "A100": (312.0, 156.0, 19.5), "L4": (121.0, 60.0, 30.3),
     "A10": (125.0, 62.5, 31.2), "V100": (125.0, 15.7, 15.7), "RTX 4090": (165.0, 82.6, 82.6),
@@ -70,9 +75,13 @@ def timed(fn, device, warmup: int, repeats: int) -> float:
 
 
 def timed_pair(ours, reference, device, warmup: int, repeats: int) -> tuple[float, float]:
+    medians = timed_all([f for f in (ours, reference) if f is not None], device, warmup, repeats)
+    return medians[0], medians[1] if len(medians) > 1 else None
+
+
+def timed_all(fns, device, warmup: int, repeats: int) -> list[float]:
     """Median seconds of each function, their timed runs interleaved so that drift in the machine's speed
-    (other tenants, clocks) falls on both alike."""
-    fns = [f for f in (ours, reference) if f is not None]
+    (other tenants, clocks) falls on all alike."""
     for fn in fns:
         for _ in range(warmup):
             fn()
@@ -84,8 +93,7 @@ def timed_pair(ours, reference, device, warmup: int, repeats: int) -> tuple[floa
             fn()
             sync(device)
             bucket.append(time.perf_counter() - start)
-    medians = [statistics.median(t) for t in times]
-    return medians[0], medians[1] if len(medians) > 1 else None
+    return [statistics.median(t) for t in times]
 
 
 def peak_tflops(device: torch.device, precision: str, override: float | None) -> tuple[float | None, str]:
@@ -133,9 +141,10 @@ def reference_model(cfg) -> torch.nn.Module:
     return torchvision.models.inception_v3(num_classes=n, aux_logits=True, init_weights=True)
 
 
-def reference_step_fn(cfg, model, device):
+def reference_step_fn(cfg, model, device, read_loss: bool = True):
     """step(images, targets): one step of a plain loop in the style of torchvision's reference
-    classification script (float input, loss read every step), at the configured precision."""
+    classification script (float input, loss read every step unless `read_loss` is off), at the configured
+    precision."""
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     dtype = PRECISIONS[build_runtime(device, cfg.runtime.precision).precision]
     scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
@@ -150,7 +159,8 @@ def reference_step_fn(cfg, model, device):
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
-        loss.item()  # the reference logs the loss every step
+        if read_loss:
+            loss.item()  # the reference logs the loss every step: a host sync
     return step
 
 
@@ -202,22 +212,35 @@ def bench_train_synthetic(cfg, args, device, emit):
     images = torch.randn(batch, 3, cfg.data.crop_size, cfg.data.crop_size, device=device)
     targets = torch.randint(0, cfg.model.num_classes, (batch,), device=device)
     reference_step = reference_step_fn(cfg, ref_model, device)
+    # like with like: the same reference network in channels_last (as ours runs with runtime.channels_last)
+    # and without the per-step loss read, so that the ratios say where a difference comes from
+    tuned_model = copy.deepcopy(ref_model).to(memory_format=torch.channels_last)
+    tuned_step = reference_step_fn(cfg, tuned_model, device, read_loss=False)
+    tuned_images = images.contiguous(memory_format=torch.channels_last)
 
     def ref_epoch():
         for _ in range(args.steps):
             reference_step(images, targets)
-    seconds, ref_seconds = timed_pair(lambda: epoch(args.steps), ref_epoch, device, args.warmup, args.repeats)
+
+    def tuned_epoch():
+        for _ in range(args.steps):
+            tuned_step(tuned_images, targets)
+    seconds, ref_seconds, tuned_seconds = timed_all([lambda: epoch(args.steps), ref_epoch, tuned_epoch], device,
+                                                    args.warmup, args.repeats)
     flops = train_flops_per_image(step.model, cfg.data.crop_size, device)
     memory = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
     ours = batch * args.steps * cfg.optim.accumulate / seconds
     reference = batch * args.steps / ref_seconds
+    tuned = batch * args.steps / tuned_seconds
     peak, peak_text = peak_tflops(device, step.runtime.precision, args.peak_tflops)
     mfu = ours * flops / (peak * 1e12) if peak else None
     emit({"mode": "train_synthetic", "ours_images_per_sec": ours, "reference_images_per_sec": reference,
-          "ratio": ours / reference, "train_gflop_per_image": flops / 1e9, "mfu": mfu, "peak": peak_text,
-          "peak_memory_gib": memory},
+          "ratio": ours / reference, "reference_channels_last_no_sync_images_per_sec": tuned,
+          "ratio_to_channels_last_no_sync": ours / tuned, "train_gflop_per_image": flops / 1e9, "mfu": mfu,
+          "peak": peak_text, "peak_memory_gib": memory},
          f"train (synthetic): ours {ours:.1f} images/s, reference {reference:.1f} images/s, "
-         f"ratio {ours / reference:.2f}x; {flops / 1e9:.2f} GFLOP/image"
+         f"ratio {ours / reference:.2f}x; reference in channels_last without its per-step loss read "
+         f"{tuned:.1f} images/s, ratio {ours / tuned:.2f}x; {flops / 1e9:.2f} GFLOP/image"
          + (f", MFU {100 * mfu:.1f}% of {peak_text}" if mfu else f", MFU n/a (peak {peak_text})")
          + (f", peak memory {memory:.2f} GiB" if memory else ""))
 

@@ -21,6 +21,11 @@ def test_benchmark_prints_both_loops_and_the_ratio(tmp_path, capsys):
         assert abs(r["ratio"] - r["ours_images_per_sec"] / r["reference_images_per_sec"]) < 1e-9
         assert r["device"] == "cpu" and r["torch"] == torch.__version__
     assert records[0]["train_gflop_per_image"] > 0
+    train = records[0]
+    tuned = train["reference_channels_last_no_sync_images_per_sec"]  # like with like
+    assert tuned > 0 and abs(train["ratio_to_channels_last_no_sync"] - train["ours_images_per_sec"] / tuned) < 1e-9
+    assert benchmark["peak_tflops"](torch.device("cpu"), "bf16", None)[0] is None
+    assert list(benchmark["PEAK_TFLOPS"]).index("H100 NVL") < list(benchmark["PEAK_TFLOPS"]).index("H100")
 
 
 def test_data_benchmark_on_a_flat_folder(tmp_path):
