@@ -105,6 +105,11 @@ def unreadable_files(split_dir: Path, paths: list[str], threads: int = 8) -> set
 
 # -------------------------------------------------------------------------------------------- pipelines
 
+# Decode as PIL does, so that a run's validation on DALI matches evaluate.py (PIL): EXIF orientation ignored (PIL
+# does not apply it; DALI does by default) and libjpeg-turbo's "fancy" chroma upsampling on the GPU as well
+# (nvJPEG's own upsampling differs; the CPU decoder is libjpeg-turbo already).
+AS_PIL_DECODES = {"adjust_orientation": False, "jpeg_fancy_upsampling": True}
+
 def build_pipeline(files: list[str], labels: list[int], *, train: bool, data_cfg, seed: int, device: torch.device,
                    with_windows: bool = False):
     """A DALI pipeline over `files` in that order. Outputs: images (uint8 CHW), labels, and for training the
@@ -123,7 +128,7 @@ def build_pipeline(files: list[str], labels: list[int], *, train: bool, data_cfg
         jpegs, labs = fn.readers.file(files=files, labels=labels, random_shuffle=False, name="reader",
                                       pad_last_batch=not train)
         if not train:
-            images = fn.decoders.image(jpegs, device=decode_on, output_type=types.RGB)
+            images = fn.decoders.image(jpegs, device=decode_on, output_type=types.RGB, **AS_PIL_DECODES)
             images = fn.resize(images, resize_shorter=float(eval_resize(data_cfg)))
             images = fn.crop_mirror_normalize(images, crop=(size, size), dtype=types.UINT8, output_layout="CHW")
             return images, labs
@@ -131,6 +136,7 @@ def build_pipeline(files: list[str], labels: list[int], *, train: bool, data_cfg
         anchor, window = fn.random_crop_generator(shape, random_area=list(a.scale), random_aspect_ratio=list(a.ratio),
                                                   num_attempts=10)
         images = fn.decoders.image_slice(jpegs, anchor, window, device=decode_on, output_type=types.RGB,
+                                         **AS_PIL_DECODES,
                                          axis_names="HW")
         if a.random_interpolation:
             chosen = fn.random.choice([int(i) for i in interpolations])
