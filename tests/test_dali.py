@@ -118,11 +118,11 @@ def test_validation_images_decode_as_evaluate_py_decodes_them(tmp_path):
     # DALI rotates by EXIF orientation by default, PIL does not: a run's validation on DALI would then see
     # other pixels than evaluate.py. Decoded as PIL does, they differ only by resampling (a few levels of 255;
     # measured on the 1,000 ImageNet sample photos: mean 2.6, max 16.3)
+    from helpers import make_image
     from PIL import Image
 
     from data.dali import build_pipeline
     from data.multicrop import EvalTransform
-    from helpers import make_image
     path = make_image(tmp_path / "rotated.JPEG", size=(120, 80), seed=3)
     with Image.open(path) as img:
         exif = img.getexif()
