@@ -4,5 +4,6 @@ errors    UserError: a problem the user can fix, shown as one line
 checks    config value checks that name the key and the allowed values
 files     atomic writes (never half a file), writability probes, our temporary files
 seeds     seeds for each purpose, derived from the run's seed
-signals   the signals that stop a job
+signals   the signals that stop a job, and handing one on to the launcher's own handler
+progress  a progress line every 30 s for long passes off a terminal
 """
