@@ -22,12 +22,21 @@ def sample_rng(seed: int, epoch: int, index: int) -> random.Random:
     return random.Random(f"{seed}:{epoch}:{index}")
 
 
-def scan_split(root: str | Path, split: str, fix_hint: str = "") -> tuple[list[str], list[tuple[str, int]]]:
-    """Sorted class folder names and (path, class index) pairs; one-line UserErrors for a broken layout."""
-    hint = fix_hint or "set data.root (or IMAGENET_ROOT) to a folder with train/ and val/ (scripts/prepare_imagenet.py)"
+ROOT_HINT = "set data.root (or IMAGENET_ROOT) to a folder with train/ and val/ (scripts/prepare_imagenet.py)"
+
+
+def existing_root(root: str | Path, hint: str = ROOT_HINT) -> Path:
+    """The dataset root as a Path; a one-line UserError when it is not a folder."""
     root = Path(root).expanduser()
     if not root.is_dir():
         raise UserError(f"dataset root {root} does not exist; {hint}")
+    return root
+
+
+def scan_split(root: str | Path, split: str, fix_hint: str = "") -> tuple[list[str], list[tuple[str, int]]]:
+    """Sorted class folder names and (path, class index) pairs; one-line UserErrors for a broken layout."""
+    hint = fix_hint or ROOT_HINT
+    root = existing_root(root, hint)
     split_dir = root / split
     if not split_dir.is_dir():
         raise UserError(f"dataset split {split_dir} does not exist; {hint}")

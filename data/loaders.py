@@ -15,7 +15,7 @@ from common.errors import UserError
 from common.signals import STOP_SIGNALS
 
 from .classes import class_names
-from .datasets import ImageFolderDataset, collate_readable, collate_train
+from .datasets import ImageFolderDataset, collate_readable, collate_train, existing_root
 from .multicrop import EvalTransform
 from .samplers import EpochSampler
 from .synthetic import SyntheticLoader
@@ -36,10 +36,8 @@ def check_data_config(cfg) -> None:
         check_number(cfg, f"{d}.train_batches", integer=True, low=1)
         check_number(cfg, f"{d}.val_batches", integer=True, low=1)
         return
-    root = cfg.data.get("root")
-    if cfg.data.name != "sample" and root and not Path(str(root)).expanduser().is_dir():  # before any process starts
-        raise UserError(f"dataset root {root} does not exist; set data.root (or IMAGENET_ROOT) to a folder with "
-                        "train/ and val/ (scripts/prepare_imagenet.py)")
+    if cfg.data.name != "sample" and cfg.data.get("root"):  # before any process starts
+        existing_root(str(cfg.data.root))
     check_workers(cfg, f"{d}.workers")
     check_number(cfg, f"{d}.prefetch_factor", integer=True, low=1)
     check_number(cfg, f"{d}.eval_resize", integer=True, low=16, optional=True)

@@ -132,10 +132,11 @@ def init_distributed(dist_cfg, device_type: str) -> DistEnv:
     if not env.enabled:
         return env
     backend = dist_cfg.backend if dist_cfg.backend != "auto" else ("nccl" if device_type == "cuda" else "gloo")
-    if device_type == "cuda":
-        torch.cuda.set_device(local_cuda_index(env))
+    gpu = local_cuda_index(env) if device_type == "cuda" else None
+    if gpu is not None:
+        torch.cuda.set_device(gpu)
     if not dist.is_initialized():
-        kwargs = {"device_id": torch.device("cuda", local_cuda_index(env))} if backend == "nccl" else {}
+        kwargs = {"device_id": torch.device("cuda", gpu)} if backend == "nccl" else {}
         timeout = timedelta(minutes=dist_cfg.timeout_minutes)
         restart = os.environ.get("TORCHELASTIC_RESTART_COUNT")
         if env.launcher != "torchrun":  # submitit / srun tasks: rendezvous at the first host

@@ -122,15 +122,11 @@ class Session:
                 print(f"error: {e}", file=sys.stderr)
                 result = RunResult(EXIT_USER_ERROR, status="failed", error=str(e))
             except Exception as e:  # a bug or a crash: recorded for the sweep's summary, then Hydra reports it
-                if job.sweep is not None and detect_env().is_main:
-                    crashed = RunResult(1, status="failed", error=f"{type(e).__name__}: {first_line(e)}")
-                    write_job_record(job.sweep_dir, job.sweep, job.num, result_record(job, crashed, None))
+                _record_in_sweep(job, RunResult(1, status="failed", error=f"{type(e).__name__}: {first_line(e)}"))
                 raise
         self.codes.append(result.exit_code)
         self.stopped = self.stopped or (job.multirun and result.status == "stopped")
-        if job.sweep is not None and detect_env().is_main:
-            metric = OmegaConf.select(cfg, "trainer.best_metric", default=None)
-            write_job_record(job.sweep_dir, job.sweep, job.num, result_record(job, result, metric))
+        _record_in_sweep(job, result, OmegaConf.select(cfg, "trainer.best_metric", default=None))
         hand_on(result.stop_signal)  # all recorded: under submitit, USR2 now requeues the job (it resumes last.pt)
         if not job.multirun and result.exit_code:
             sys.exit(result.exit_code)
@@ -209,6 +205,12 @@ def result_record(job: Job, result: RunResult, metric: str | None) -> dict:
             "overrides": job.overrides, "job": job.num,
             "provenance": {**(result.provenance or provenance(world_size=detect_env().world_size)),
                            "command": job.command()}}
+
+
+def _record_in_sweep(job: Job, result: RunResult, metric: str | None = None) -> None:
+    """How a job of a training sweep ended, in the sweep's records (rank 0 of the job writes it)."""
+    if job.sweep is not None and detect_env().is_main:
+        write_job_record(job.sweep_dir, job.sweep, job.num, result_record(job, result, metric))
 
 
 def write_result(job: Job, result: RunResult, metric: str) -> None:

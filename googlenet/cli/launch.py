@@ -52,6 +52,15 @@ def expected_workers(argv) -> int:
         return 0
 
 
+def _failures(folder: Path, argv) -> tuple[dict[int, int], int, list[str]]:
+    """The workers' reports, how many workers there were, and a line for each that did not exit 0."""
+    codes, world = read_statuses(folder)
+    world = max(world, expected_workers(argv), 1)
+    failed = [f"rank {r}: {'exit ' + str(codes[r]) if r in codes else 'no report (killed or crashed)'}"
+              for r in range(world) if codes.get(r) != 0]
+    return codes, world, failed
+
+
 def main(argv=None) -> int:
     folder = Path(tempfile.mkdtemp(prefix="googlenet-launch-"))
     os.environ[STATUS_DIR_ENV] = str(folder)
@@ -60,19 +69,13 @@ def main(argv=None) -> int:
         torchrun_main(argv)
         return 0
     except ChildFailedError:
-        codes, world = read_statuses(folder)
+        codes, world, failed = _failures(folder, argv)
         if codes and set(codes.values()) == {EXIT_USER_ERROR}:
             return EXIT_USER_ERROR  # the workers printed the one-line error; a restart would not fix it
-        world = max(world, expected_workers(argv), 1)
-        failed = [f"rank {r}: {'exit ' + str(codes[r]) if r in codes else 'no report (killed or crashed)'}"
-                  for r in range(world) if codes.get(r) != 0]
         print(f"launcher: the run failed: {'; '.join(failed)}", file=sys.stderr)
         return 1
     except SignalException as e:
-        codes, world = read_statuses(folder)
-        world = max(world, expected_workers(argv), 1)
-        failed = [f"rank {r}: {'exit ' + str(codes[r]) if r in codes else 'no report (killed or crashed)'}"
-                  for r in range(world) if codes.get(r) != 0]
+        codes, world, failed = _failures(folder, argv)
         if not failed:
             print(f"launcher: stopped by {e.sigval.name}; all {world} worker(s) saved and exited 0; rerun the same "
                   "command with resume=auto to continue", file=sys.stderr)

@@ -63,7 +63,7 @@ def list_images(path: str | Path) -> list[Path]:
     found, seen = [], set()
     for folder, subfolders, files in os.walk(path, followlinks=True):
         real = os.path.realpath(folder)
-        if real in seen or not _inside_any(real, (top,)) or (top == "/" and _inside_any(real, NOT_IMAGE_FOLDERS)):
+        if real in seen or not _inside_any(real, (top,)) or _inside_any(real, NOT_IMAGE_FOLDERS):
             subfolders[:] = []
             continue
         seen.add(real)
