@@ -96,28 +96,21 @@ def remove_stale_temp_files(folder: str | Path) -> list[Path]:
 
 
 def probe_writable_dir(folder: str | Path, key: str, value) -> Path:
-    """`folder` can be created and written to (probed: permission bits do not tell for root or odd file systems);
-    the probe leaves nothing behind. A one-line error names `key=value` otherwise. Returns the deepest part of
-    `folder` that existed already."""
+    """`folder` can be created and written to: a file is created (and removed) in the deepest part of it that
+    exists (permission bits do not tell for root or odd file systems). Nothing else is created: the ranks of
+    one run check the same folder at once, and a folder one of them made and removed again could vanish under
+    another that is creating it. A one-line error names `key=value` otherwise. Returns that deepest part."""
     folder = Path(folder).expanduser().absolute()
     existing = folder
     while not existing.exists():
         existing = existing.parent
     if not existing.is_dir():
         raise UserError(f"{key}={value} lies under the file {existing}; choose another {key}")
-    created = [p for p in [folder, *folder.parents] if not p.exists()]  # deepest first
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".write-test-"):
             pass
     except OSError as e:
         raise UserError(f"{key}={value} cannot be written ({e.strerror or e}); choose another {key}") from None
-    finally:
-        for p in created:
-            try:
-                p.rmdir()
-            except OSError:
-                pass
     return existing
 
 

@@ -17,7 +17,7 @@ if WORKERS > 1:
 
 SAMPLE_FIXTURE = "sample_checkpoint"
 # Files of end-to-end runs (several processes each): started early, so that no worker is left with one at the end.
-LONG_FIRST = ("test_distributed.py", "test_predict_export.py", "test_sweeps.py", "test_signals.py", "test_demo.py")
+LONG_FIRST = ("test_slurm.py", "test_distributed.py", "test_predict_export.py", "test_sweeps.py", "test_signals.py", "test_demo.py")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -60,3 +60,11 @@ def test_shared_keys_mean_the_same_in_every_command():
         assert "trainer" not in cfg and cfg.weights == "auto", command
     assert "weights" not in train.model and "freeze" not in train.model
     assert set(RENAMED) == {"train", "evaluate", "predict", "export"}
+
+
+@pytest.mark.parametrize("sweep", ["123456e78901", "012345678901", "a'b\\c"])
+def test_a_sweep_id_reaches_the_jobs_as_the_same_string(sweep, tmp_path):
+    # the id travels as a Hydra override: unquoted, 123e456789 would arrive as inf and 0123 as 123
+    from googlenet.cli.sweep import SWEEP_ENV, sweep_overrides
+    cfg = compose_raw("train", ["data=sample", *sweep_overrides(tmp_path / "it's", sweep)])
+    assert cfg.hydra.job.env_set[SWEEP_ENV] == sweep and cfg.hydra.sweep.dir == str(tmp_path / "it's")

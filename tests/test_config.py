@@ -46,6 +46,20 @@ def test_run_dir_that_cannot_be_made_is_an_error_before_anything_runs(tmp_path):
     assert not (tmp_path / "new").exists()  # the probe leaves nothing behind
 
 
+def test_the_run_dir_probe_makes_no_folder_that_another_rank_could_see_vanish(tmp_path, monkeypatch):
+    # the ranks of a torchrun job probe the same run dir while rank 0 creates it: a probe that made and removed
+    # folders pulled them from under the other rank's mkdir (FileNotFoundError under load)
+    import os
+
+    from common.files import probe_writable_dir
+
+    def no_mkdir(*args, **kwargs):
+        raise AssertionError("the probe created a folder")
+    monkeypatch.setattr(os, "mkdir", no_mkdir)
+    assert probe_writable_dir(tmp_path / "runs" / "v1" / "now", "hydra.run.dir", "x") == tmp_path
+    assert [p.name for p in tmp_path.iterdir()] == []
+
+
 def test_bad_input_from_the_shell_exits_2_with_one_line_and_no_run_dir(tmp_path):
     # the other cases of check_command_line are covered in-process above (and a missing data.root under the
     # launcher in test_distributed.py); these go through the shell and Hydra, one run and one sweep

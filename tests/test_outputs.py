@@ -148,3 +148,9 @@ def test_the_resume_hint_names_the_launcher_that_ran(monkeypatch, tmp_path):
     job = Job(tmp_path / "run", False, 0, ["data.workers=7", "resume=auto", "data=sample", "data.workers=0"],
               "train.py", tmp_path)
     assert " train.py data=sample data.workers=0 resume=auto hydra.run.dir=" in job.resume_command()
+    # our launcher hands its flags on (the SLURM script's rendezvous): the hint is the command that ran
+    from googlenet.cli.launch import FLAGS_ENV, launcher_flags
+    flags = ["--nnodes=2", "--nproc_per_node", "8", "--rdzv_endpoint=node1:29501", "--max-restarts=3"]
+    assert launcher_flags([*flags, "train.py", "data=sample", "--nnodes=3"]) == flags
+    monkeypatch.setenv(FLAGS_ENV, " ".join(flags))
+    assert job.resume_command().startswith(f"python -m googlenet.cli.launch {' '.join(flags)} train.py data=sample ")

@@ -6,7 +6,7 @@ job              inside Hydra: the job, its records and result.json, a failed st
 sweep            a training sweep's own job records: its summary, its exit status, a stop that stops it
 tasks            the task function of each command
 config           compose a config from overrides (tests, tools) and list each command's checks
-hydra_callbacks  an agreed ${now} under torchrun
+hydra_callbacks  an agreed ${now} under torchrun, one sacct warning per sweep
 hydra_private    the one use of Hydra's private modules (its flag parser), tested on its own
 launch           torchrun with a truthful exit status after a signalled stop (python -m googlenet.cli.launch)
 """

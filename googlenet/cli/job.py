@@ -20,7 +20,7 @@ from ..distributed import detect_env
 from ..provenance import provenance
 from ..training.state import RunResult
 from .config import VALIDATORS, first_line
-from .launch import STATUS_DIR_ENV
+from .launch import FLAGS_ENV, STATUS_DIR_ENV
 from .precheck import HYDRA_RECORDS, LOG_FILE, Precheck, run_records
 from .sweep import NOT_RUN, sweep_id, write_job_record
 
@@ -70,16 +70,19 @@ class Job:
         return shlex.join([self.script, *self.overrides])
 
     def resume_command(self) -> str:
-        """The command that continues this run: its own overrides, resume=auto and its run dir."""
+        """The command that continues this run: the launcher as it was started (our launcher passes its flags
+        on; for torchrun the process count), its own overrides, resume=auto and its run dir."""
         keep = [o for o in _last_of_each_key(self.overrides)
                 if not o.lstrip("+").startswith(("resume=", "hydra.run.dir="))]
         args = shlex.join([*keep, "resume=auto", f"hydra.run.dir={self.run_dir}"])
         env = detect_env()
         launcher = "python"
         if env.launcher == "torchrun":  # started by torchrun, or by our launcher around it
-            ours = os.environ.get(STATUS_DIR_ENV) is not None
-            command = "python -m googlenet.cli.launch" if ours else "torchrun"
-            launcher = f"{command} --nproc_per_node={env.local_world_size}"
+            if os.environ.get(STATUS_DIR_ENV) is not None and os.environ.get(FLAGS_ENV):
+                launcher = f"python -m googlenet.cli.launch {os.environ[FLAGS_ENV]}"
+            else:
+                command = "python -m googlenet.cli.launch" if os.environ.get(STATUS_DIR_ENV) else "torchrun"
+                launcher = f"{command} --nproc_per_node={env.local_world_size}"
         return f"{launcher} {self.script} {args}"
 
 
@@ -93,7 +96,9 @@ class Session:
     precheck: Precheck = field(default_factory=Precheck)
     codes: list[int] = field(default_factory=list)
     sweep: str | None = None  # this command's training sweep (sweep.py)
-    stopped: bool = False     # a job of this sweep was stopped by a signal: the jobs after it do not start
+    # the first job of this sweep that a signal stopped: the jobs after it do not start (that job itself may run
+    # again: submitit requeues a stopped job with this object as it was then)
+    stopped_job: int | None = None
 
     @property
     def exit_code(self) -> int:
@@ -108,7 +113,7 @@ class Session:
         Optuna's then records a failed trial and goes on)."""
         job = Job.current(self.script, cfg)
         _quiet_other_ranks()
-        if job.multirun and self.stopped:
+        if job.multirun and self.stopped_job not in (None, job.num):
             result = RunResult(0, status=NOT_RUN)
             _remove_if_empty(job.run_dir)
         else:
@@ -125,7 +130,8 @@ class Session:
                 _record_in_sweep(job, RunResult(1, status="failed", error=f"{type(e).__name__}: {first_line(e)}"))
                 raise
         self.codes.append(result.exit_code)
-        self.stopped = self.stopped or (job.multirun and result.status == "stopped")
+        if job.multirun and result.status == "stopped" and self.stopped_job is None:
+            self.stopped_job = job.num
         _record_in_sweep(job, result, OmegaConf.select(cfg, "trainer.best_metric", default=None))
         hand_on(result.stop_signal)  # all recorded: under submitit, USR2 now requeues the job (it resumes last.pt)
         if not job.multirun and result.exit_code:

@@ -11,6 +11,7 @@ worker on this node reported 0; otherwise 1, naming the workers that did not.
 """
 import logging
 import os
+import shlex
 import shutil
 import sys
 import tempfile
@@ -23,6 +24,17 @@ from torch.distributed.run import main as torchrun_main
 from common.errors import EXIT_USER_ERROR
 
 STATUS_DIR_ENV = "GOOGLENET_LAUNCH_STATUS_DIR"
+FLAGS_ENV = "GOOGLENET_LAUNCH_FLAGS"  # this launcher's own flags, for the workers' resume hint
+
+
+def launcher_flags(argv: list[str]) -> list[str]:
+    """The launcher's flags: what comes before the training script (torchrun's own parser finds it)."""
+    from torch.distributed.run import parse_args
+    try:
+        script = parse_args(argv).training_script
+    except SystemExit:
+        return []
+    return argv[:argv.index(script)] if script in argv else []
 
 
 def report_status(code: int) -> None:
@@ -64,6 +76,7 @@ def _failures(folder: Path, argv) -> tuple[dict[int, int], int, list[str]]:
 def main(argv=None) -> int:
     folder = Path(tempfile.mkdtemp(prefix="googlenet-launch-"))
     os.environ[STATUS_DIR_ENV] = str(folder)
+    os.environ[FLAGS_ENV] = shlex.join(launcher_flags(sys.argv[1:] if argv is None else list(argv)))
     logging.getLogger("torch.distributed.elastic.multiprocessing.api").setLevel(logging.CRITICAL)  # said below
     try:
         torchrun_main(argv)

@@ -28,7 +28,8 @@ def new_sweep_id() -> str:
 def sweep_overrides(sweep_dir: Path, sweep: str) -> list[str]:
     """What the command adds to a training sweep: its id for the jobs, and its directory resolved once (so that
     `${now:...}` in it means the same folder to the jobs and to the summary)."""
-    return [f"hydra.sweep.dir={quoted(str(sweep_dir))}", f"++hydra.job.env_set.{SWEEP_ENV}={sweep}"]
+    # quoted: an id such as 123e45 or 0123 would otherwise reach the jobs as a number (inf, 123)
+    return [f"hydra.sweep.dir={quoted(str(sweep_dir))}", f"++hydra.job.env_set.{SWEEP_ENV}={quoted(sweep)}"]
 
 
 def quoted(value: str) -> str:
