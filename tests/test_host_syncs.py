@@ -1,11 +1,9 @@
 """A training step and an evaluation batch never read a value back to the host nor copy Python numbers to the
 device (issue 19, item 6): on a GPU either makes the host wait for the device. Recorded here on the CPU, where
 the same operators run, with a dispatch mode that sees every operator of the step."""
-import traceback
-
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
+from common.host_syncs import HostSyncWatch
 from data.device_ops import BatchNormalizer
 from googlenet.cli.config import compose_config
 from googlenet.distributed import detect_env
@@ -15,25 +13,6 @@ from googlenet.runtime import runtime_from_config
 from googlenet.training.meters import DeviceMeters
 from googlenet.training.position import Position
 from googlenet.training.step import TRAIN_METERS, TrainStep
-
-WATCHED = {
-    "aten._local_scalar_dense.default": "a value read back to the host (.item(), bool(), float(), int())",
-    "aten.nonzero.default": "nonzero (its output size is only known on the host)",
-    "aten.lift_fresh.default": "a tensor made from Python numbers (a copy from host memory)",
-}
-
-
-class HostTraffic(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.seen: list[str] = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if str(func) in WATCHED:
-            ours = [f for f in traceback.extract_stack() if "/googlenet/" in f.filename or "/data/" in f.filename]
-            where = f"{ours[-1].filename}:{ours[-1].lineno}" if ours else "?"
-            self.seen.append(f"{WATCHED[str(func)]} at {where}")
-        return func(*args, **(kwargs or {}))
 
 
 def paper_recipe(*extra):
@@ -58,10 +37,10 @@ def test_a_training_step_of_the_paper_recipe_stays_on_the_device():
         position.after_batch(stepped, 4)
 
     one_step()  # the first step creates the optimizer's state
-    with HostTraffic() as traffic:
+    with HostSyncWatch("cpu") as watch:
         for _ in range(2):
             one_step()
-    assert traffic.seen == [], traffic.seen
+    assert watch.offenders == [], watch.offenders
     assert step.ema is not None and step.normalizer.lighting_std > 0 and model.aux1 is not None
 
 
@@ -71,6 +50,13 @@ def test_an_evaluation_batch_stays_on_the_device():
     normalizer = BatchNormalizer().eval()
     views = torch.randint(0, 256, (1, 4, 3, 75, 75), dtype=torch.uint8)
     crop_averaged_probs(model, views, normalizer, runtime, crop_batch=4)
-    with HostTraffic() as traffic, torch.no_grad():
+    with HostSyncWatch("cpu") as watch, torch.no_grad():
         crop_averaged_probs(model, views, normalizer, runtime, crop_batch=4)
-    assert traffic.seen == [], traffic.seen
+    assert watch.offenders == [], watch.offenders
+
+
+def test_the_watch_names_the_line_that_reads_the_device():
+    with HostSyncWatch("cpu") as watch:
+        torch.ones(2).sum().item()
+    assert watch.offenders == ["a value read back to the host (.item(), bool(), float(), int()) at outside this "
+                               "project"]
