@@ -52,7 +52,7 @@ def check_data_config(cfg) -> None:
     for k in ("hflip", "random_interpolation"):
         check_bool(cfg, f"{d}.augment.{k}")
     check_bool(cfg, f"{d}.fast_decode")
-    check_choice(cfg, f"{d}.loader", ["pil", "dali"])
+    check_choice(cfg, f"{d}.loader", ["auto", "pil", "dali"])
 
 
 def eval_resize(data_cfg) -> int:
@@ -112,6 +112,16 @@ def make_loader(dataset, sampler: EpochSampler, data_cfg, drop_last: bool, seed:
     )
 
 
+def resolve_loader(setting: str, device) -> str:
+    """`data.loader`: as given, or for auto DALI on a CUDA device when DALI is installed (PIL in loader
+    processes decodes a few hundred images/s per core, a fraction of what a GPU trains at), else PIL."""
+    if setting != "auto":
+        return setting
+    import importlib.util
+    on_cuda = torch.device(device).type == "cuda"
+    return "dali" if on_cuda and importlib.util.find_spec("nvidia.dali") is not None else "pil"
+
+
 @dataclass
 class DataBundle:
     train: object          # iterable of (uint8 images, targets, replaced files, photometric factors) with
@@ -121,6 +131,7 @@ class DataBundle:
     names: list[str]       # human-readable class names
     train_size: int
     val_size: int
+    loader: str = "synthetic"  # the pipeline in use: pil, dali or synthetic
 
 
 def build_data(data_cfg, seed: int, rank: int = 0, world_size: int = 1, device="cpu") -> DataBundle:
@@ -143,7 +154,8 @@ def build_data(data_cfg, seed: int, rank: int = 0, world_size: int = 1, device="
     if len(train_set) < data_cfg.batch_size * world_size:
         raise UserError(f"data.batch_size={data_cfg.batch_size} x {world_size} process(es) is larger than the "
                         f"{len(train_set)} training images; lower data.batch_size")
-    if data_cfg.loader == "dali":
+    loader = resolve_loader(data_cfg.loader, device)
+    if loader == "dali":
         from .dali import build_dali_loaders
         train, val = build_dali_loaders(root, data_cfg.train_split, data_cfg.val_split, train_set, val_set, data_cfg,
                                         seed, rank, world_size, device)
@@ -155,7 +167,7 @@ def build_data(data_cfg, seed: int, rank: int = 0, world_size: int = 1, device="
         val = SamplerLoader(make_loader(val_set, val_sampler, data_cfg, drop_last=False, seed=seed,
                                         collate_fn=collate_readable))
     return DataBundle(train, val, classes=train_set.classes, names=class_names(train_set.classes),
-                      train_size=len(train_set), val_size=len(val_set))
+                      train_size=len(train_set), val_size=len(val_set), loader=loader)
 
 
 class SamplerLoader:

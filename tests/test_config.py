@@ -85,3 +85,16 @@ def test_experiment_presets_compose_to_the_papers_recipes():
     # the shell wins over a preset
     mixed = compose_config("train", ["experiment=googlenet_paper", "model=inception_v1", "optim.lr=0.02"])
     assert mixed.model.name == "inception_v1" and mixed.optim.lr == 0.02
+
+
+def test_the_default_loader_is_dali_on_a_gpu_when_dali_is_installed(monkeypatch):
+    import importlib.util
+
+    from data.loaders import resolve_loader
+    assert compose_config("train", ["model=inception_v1"]).data.loader == "auto"
+    installed = {"nvidia.dali": True}
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object() if installed.get(name) else None)
+    assert [resolve_loader("auto", d) for d in ("cuda", "cuda:1", "cpu")] == ["dali", "dali", "pil"]
+    assert resolve_loader("pil", "cuda") == "pil" and resolve_loader("dali", "cpu") == "dali"
+    installed["nvidia.dali"] = False  # without DALI a GPU run decodes with PIL
+    assert resolve_loader("auto", "cuda") == "pil"

@@ -19,7 +19,7 @@ def describe(log: RunLog, cfg, *, model, data, runtime, world_size: int, global_
     if log.enabled:
         log.info(str(summarize(model, cfg.data.crop_size, cfg.model.name)))
     log.info(f"data: {cfg.data.name}, {data.train_size:,} train / {data.val_size:,} val images, "
-             f"{len(data.classes)} classes")
+             f"{len(data.classes)} classes; loader {data.loader}")
     precision = runtime.precision + (f" ({runtime.reason})" if runtime.reason else "")
     log.info(f"processes: {world_size}, device: {runtime.device}, precision: {precision}; "
              f"global batch {global_batch} = {cfg.data.batch_size} x {world_size} process(es) x "
