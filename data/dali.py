@@ -86,20 +86,45 @@ def _scan_cache(split_dir: Path, paths: list[str]) -> Path:
     return cache / (hashlib.sha1(key.encode()).hexdigest() + ".json")
 
 
+def _scan(paths: list[str], threads: int) -> set[str]:
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        return {p for p, ok in zip(paths, pool.map(quick_check, paths, chunksize=256)) if not ok}
+
+
+def _all_ranks(value) -> list:
+    """`value` from every rank of the run's process group (one collective)."""
+    import torch.distributed as dist
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, value)
+    return gathered
+
+
 def unreadable_files(split_dir: Path, paths: list[str], threads: int = 8) -> set[str]:
     """The files of a split that DALI would fail on: a one-off scan, cached per split (keyed by its path, file
-    count and folder times) under ~/.cache/googlenet-inception/scans."""
+    count and folder times) under ~/.cache/googlenet-inception/scans. Under DDP the ranks share the scan: each
+    reads 1/world of the files and the results are gathered (unless every rank's node has the cache), and one
+    process per node writes the cache."""
+    import torch.distributed as dist
     cache = _scan_cache(split_dir, paths)
     try:
-        return set(json.loads(cache.read_text())["unreadable"])
+        cached = set(json.loads(cache.read_text())["unreadable"])
     except (OSError, ValueError, KeyError):
-        pass
-    with ThreadPoolExecutor(max(1, threads)) as pool:
-        bad = {p for p, ok in zip(paths, pool.map(quick_check, paths, chunksize=256)) if not ok}
-    try:
-        write_atomic(cache, json.dumps({"split": str(split_dir), "unreadable": sorted(bad)}))
-    except UserError:
-        pass  # a read-only cache only costs a rescan next time
+        cached = None
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        if all(found for found in _all_ranks(cached is not None)):  # every node has it: no collective scan
+            return cached
+        rank, world = dist.get_rank(), dist.get_world_size()
+        bad = set().union(*(set(part) for part in _all_ranks(sorted(_scan(paths[rank::world], threads)))))
+        first_on_node = os.environ.get("LOCAL_RANK", "0") == "0"
+    elif cached is not None:
+        return cached
+    else:
+        bad, first_on_node = _scan(paths, threads), True
+    if first_on_node:
+        try:
+            write_atomic(cache, json.dumps({"split": str(split_dir), "unreadable": sorted(bad)}))
+        except UserError:
+            pass  # a read-only cache only costs a rescan next time
     return bad
 
 

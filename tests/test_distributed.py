@@ -296,3 +296,35 @@ def test_each_rank_picks_a_gpu_it_can_see(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     with pytest.raises(UserError, match="local rank 3 of 4 sees 2 GPU"):
         local_cuda_index(rank3)
+
+
+def _scan_as_rank(rank: int, port: int, split: str, out: str) -> None:
+    _as_torchrun_rank(rank, port)
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=2)
+    import data.dali as dali
+    checked = []
+    real = dali.quick_check
+    dali.quick_check = lambda path: checked.append(path) or real(path)
+    bad = dali.unreadable_files(Path(split), sorted(str(p) for p in Path(split).rglob("*.JPEG")), threads=1)
+    torch.distributed.barrier()  # the cache is written
+    again = dali.unreadable_files(Path(split), sorted(str(p) for p in Path(split).rglob("*.JPEG")), threads=1)
+    Path(out, f"rank{rank}.json").write_text(json.dumps({"bad": sorted(bad), "again": sorted(again),
+                                                          "checked": checked}))
+    torch.distributed.destroy_process_group()
+
+
+def test_ranks_share_the_dali_scan_of_a_split(tmp_path, monkeypatch):
+    # each rank reads half of the files (a node of 8 GPUs reads each file once, not 8 times), all agree on the
+    # unreadable ones, and the cache then spares every rank the scan
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    split = make_folder(tmp_path / "ds", per_class=3, splits=("train",)) / "train"
+    broken = sorted(split.rglob("*.JPEG"))[::4]
+    for path in broken:
+        path.write_bytes(b"not a jpeg")
+    _forked_ranks(_scan_as_rank, str(split), str(tmp_path))
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    files = sorted(str(p) for p in split.rglob("*.JPEG"))
+    assert ranks[0]["bad"] == ranks[1]["bad"] == ranks[0]["again"] == sorted(map(str, broken))
+    assert sorted(ranks[0]["checked"] + ranks[1]["checked"]) == files  # each file read once, by one rank
+    assert ranks[0]["checked"] == files[0::2] and ranks[1]["checked"] == files[1::2]
+    assert len(list((tmp_path / "cache").rglob("*.json"))) == 1
