@@ -119,6 +119,27 @@ def dali_pipeline(root: Path, args, device):
 PIPELINES = {"torchvision": torchvision_pipeline, "pil": pil_pipeline, "dali": dali_pipeline}
 
 
+def dali_rebuild_seconds(root: Path, args, device, files: int) -> dict:
+    """What the DALI loader pays at the start of every epoch and validation pass: building a pipeline over
+    `files` file names (the folder's files repeated, as for ImageNet's 1,281,167) and its first batch."""
+    from data.dali import build_pipeline, import_dali
+    cfg = OmegaConf.load(Path(__file__).resolve().parents[1] / "configs" / "data" / "imagenet.yaml")
+    cfg.crop_size, cfg.batch_size, cfg.workers = args.size, args.batch_size, max(args.workers, 1)
+    dataset = ImageFolderDataset(root.parent, root.name, lambda path, rng: None)
+    paths = [p for p, _ in dataset.samples]
+    listed = [paths[i % len(paths)] for i in range(files)]
+    iterator_class = import_dali()[3]
+    start = time.perf_counter()
+    pipe = build_pipeline(listed, [0] * files, train=True, data_cfg=cfg, seed=0, device=device)
+    built = time.perf_counter()
+    next(iter(iterator_class([pipe], ["images", "labels", "factors"], reader_name="reader", auto_reset=False)))
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    first = time.perf_counter()
+    return {"measure": "dali_rebuild", "files": files, "build_seconds": built - start,
+            "first_batch_seconds": first - built, "device": str(device)}
+
+
 def time_pipeline(run, epochs: int, device) -> tuple[float, int]:
     """Median images/s over `epochs` timed passes (after one untimed pass), and images per pass."""
     rates, count = [], 0
@@ -144,6 +165,8 @@ def main(argv=None) -> int:
     p.add_argument("--paper", action="store_true", help="the paper's augmentation on every side (colour jitter, "
                    "random interpolation, lighting)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--dali-rebuild", type=int, default=0, metavar="FILES",
+                   help="also time what DALI pays per epoch: a pipeline over FILES file names and its first batch")
     p.add_argument("--json", action="store_true", help="print one JSON line per pipeline")
     args = p.parse_args(argv)
     names = [n.strip() for n in args.loader.split(",") if n.strip()]
@@ -167,6 +190,11 @@ def main(argv=None) -> int:
             else:
                 print(f"{name:<12} {rate:8.1f} images/s  ({per_core:6.1f} per worker, {args.workers} workers, "
                       f"{count} images, {args.size} px{', paper augmentation' if args.paper else ''}, {device})")
+        if args.dali_rebuild:
+            rebuild = dali_rebuild_seconds(root, args, device, args.dali_rebuild)
+            print(json.dumps(rebuild) if args.json else
+                  f"dali rebuild: {rebuild['build_seconds']:.2f} s to build a pipeline over {args.dali_rebuild:,} "
+                  f"files, {rebuild['first_batch_seconds']:.2f} s to its first batch ({device})")
     if "torchvision" in results:
         for name in (n for n in names if n != "torchvision"):
             print(f"{name} / torchvision: {results[name] / results['torchvision']:.2f}x")
