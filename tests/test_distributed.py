@@ -225,8 +225,10 @@ def test_launcher_reports_a_failure_when_a_worker_does_not_stop_cleanly(tmp_path
 
 
 def test_a_user_error_under_the_launcher_is_one_line_and_exit_2(tmp_path):
-    # both workers find it; one line is printed
-    result = torchrun("data=folder", f"data.root={tmp_path / 'missing'}", launcher="googlenet.cli.launch", cwd=tmp_path)
+    # both workers find it; one line is printed, and the launcher does not restart what a restart cannot fix
+    # (each restart would print the line again)
+    result = torchrun("data=folder", f"data.root={tmp_path / 'missing'}", launcher="googlenet.cli.launch", cwd=tmp_path,
+                      extra_launcher=["--max-restarts=3"])
     assert result.returncode == 2, result.stdout + result.stderr
     assert result.stderr.strip().splitlines() == [f"error: dataset root {tmp_path / 'missing'} does not exist; set "
                                                   "data.root (or IMAGENET_ROOT) to a folder with train/ and val/ "

@@ -29,7 +29,7 @@ from common.errors import EXIT_USER_ERROR, UserError
 from ..distributed import detect_env
 from .hydra_private import hydra_flags
 from .job import Session
-from .launch import report_status
+from .launch import report_status, tell_user_error
 from .precheck import check_command_line
 from .sweep import (
     EXIT_FAILED,
@@ -56,8 +56,7 @@ def run(app: Callable[[], None], session: Session) -> None:
             session.precheck = check_command_line(session.config_name, args.overrides, args.multirun)
         env = detect_env()
     except UserError as e:
-        if os.environ.get("LOCAL_RANK", "0") == "0":  # every rank checked the same command line
-            print(f"error: {e}", file=sys.stderr)
+        tell_user_error(str(e), every_rank=False)  # every rank checked the same command line
         _exit(EXIT_USER_ERROR)
     sweep_dir = session.precheck.sweep_dir if session.config_name == "train" else None
     if sweep_dir is not None:

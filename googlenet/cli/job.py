@@ -20,7 +20,7 @@ from ..distributed import detect_env
 from ..provenance import provenance
 from ..training.state import RunResult
 from .config import VALIDATORS, first_line
-from .launch import FLAGS_ENV, STATUS_DIR_ENV
+from .launch import FLAGS_ENV, STATUS_DIR_ENV, tell_user_error
 from .precheck import HYDRA_RECORDS, LOG_FILE, Precheck, run_records
 from .sweep import NOT_RUN, sweep_id, write_job_record
 
@@ -124,7 +124,7 @@ class Session:
                     VALIDATORS[self.config_name](cfg)
                 result = body(cfg, job)
             except UserError as e:
-                print(f"error: {e}", file=sys.stderr)
+                tell_user_error(str(e), every_rank=True)  # one rank may be the only one to find it
                 result = RunResult(EXIT_USER_ERROR, status="failed", error=str(e))
             except Exception as e:  # a bug or a crash: recorded for the sweep's summary, then Hydra reports it
                 _record_in_sweep(job, RunResult(1, status="failed", error=f"{type(e).__name__}: {first_line(e)}"))
