@@ -132,14 +132,16 @@ def collate_train(batch):
 
 def collate_readable(batch):
     """Stack the readable samples of a batch: (images, targets, unreadable paths). Images may be tensors or
-    dicts of tensors (evaluation views), stacked key by key; None when no sample of the batch was readable."""
+    dicts (evaluation views), stacked key by key (values that are not tensors are listed); None when no sample
+    of the batch was readable."""
     readable = [(image, target) for image, target, _ in batch if image is not None]
     unreadable = [path for image, _, path in batch if image is None]
     if not readable:
         return None, None, unreadable
     first = readable[0][0]
-    if isinstance(first, dict):
-        images = {key: torch.stack([image[key] for image, _ in readable]) for key in first}
+    if isinstance(first, dict):  # tensors stacked; other values (decoded images of different sizes) listed
+        images = {key: torch.stack([image[key] for image, _ in readable]) if torch.is_tensor(first[key])
+                  else [image[key] for image, _ in readable] for key in first}
     else:
         images = torch.stack([image for image, _ in readable])
     return images, torch.tensor([t for _, t in readable]), unreadable

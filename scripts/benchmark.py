@@ -17,8 +17,9 @@ Measurements (each a JSON line, appended to --output when given):
 - train_folder (with --folder): images/s end to end from JPEG files (our pipeline vs ImageFolder +
   RandomResizedCrop + flip + ToTensor + Normalize in a DataLoader with the same workers), and our data-wait
   fraction.
-- eval1 / eval144: evaluation images/s with 1 and 144 crops per image (forward passes on crops made on the
-  device; decoding is measured by train_folder and scripts/benchmark_data.py).
+- eval1 / eval144: evaluation images/s with 1 and 144 crops per image, as evaluate.py runs them on a GPU: the
+  144 views cut and resized on the device from each decoded 500 x 375 image, then the forward passes
+  (decoding is measured by train_folder and scripts/benchmark_data.py). The reference forwards ready crops.
 Timings exclude warm-up (compilation, cudnn autotuning) and are medians over --repeats, with the device
 synchronised around each timed region. Model FLOP utilisation = achieved FLOP/s / the device's peak
 (stated; pass --peak-tflops for devices not in the table). Training FLOPs are taken as 3x the forward pass
@@ -46,6 +47,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from common.errors import UserError  # noqa: E402
 from data.loaders import build_data  # noqa: E402
+from data.multicrop import Decoded, Geometry, cut_on_device  # noqa: E402
 from googlenet.cli.config import compose_config  # noqa: E402
 from googlenet.distributed import DistEnv  # noqa: E402
 from googlenet.models.registry import build_from_config, build_model, model_options  # noqa: E402
@@ -289,6 +291,11 @@ def bench_eval(cfg, args, device, emit, crops: int):
     images_per_batch = max(1, cfg.data.batch_size // crops) if crops > 1 else cfg.data.batch_size
     n = images_per_batch * crops
     uint8 = torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, device=device)
+    # 10 and 144 crops: as evaluate.py on a GPU, the views are cut on the device from each decoded image
+    # (ImageNet's typical 500 x 375), once per batch; the 1-crop view comes cut from the loader
+    geometry = Geometry(size, round(size / 0.875))  # evaluate.py's default resize
+    decoded = [Decoded(torch.randint(0, 256, (3, 375, 500), dtype=torch.uint8, device=device), (500, 375))
+               for _ in range(images_per_batch)]
     ours_model = build_model(cfg.model.name, **{**model_options(cfg.model), "aux_logits": False}).to(device).eval()
     if channels_last:
         ours_model = ours_model.to(memory_format=torch.channels_last)
@@ -296,8 +303,9 @@ def bench_eval(cfg, args, device, emit, crops: int):
 
     @torch.no_grad()
     def ours_batch():
+        views = uint8 if crops == 1 else cut_on_device(decoded, geometry, crops, device).flatten(0, 1)
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            logits = ours_model(normalizer(uint8))
+            logits = ours_model(normalizer(views))
         logits.float().softmax(1).view(images_per_batch, crops, -1).mean(1).topk(5, 1)
 
     ref_model = reference_model(cfg).to(device).eval()

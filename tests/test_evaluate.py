@@ -69,7 +69,11 @@ def test_known_model_gives_expected_top1_top5_and_json(tmp_path, monkeypatch):
     assert rows[0] == "index,class,name,images,top1,top5" and rows[5].startswith("4,c4,c4,2,0.00,100.00")
 
 
-def test_crops_average_probabilities_not_logits(tmp_path, monkeypatch):
+@pytest.mark.parametrize("on_device", [False, True], ids=["cut-in-workers", "cut-on-device"])
+def test_crops_average_probabilities_not_logits(tmp_path, monkeypatch, on_device):
+    # the views are cut by the loader workers (CPU), or on the device from the decoded image (how a GPU
+    # evaluates: forced here on the CPU, where the same code runs)
+    monkeypatch.setattr(evaluation_run, "cut_views_on_device", lambda device: on_device)
     # Unmirrored views give logits A, mirrored views B. The mean of the logits picks class 0; the mean of
     # the softmax probabilities picks class 1 (A is unsure between 0, 2, 3, 4; B is sure of 1).
     a = torch.tensor([4.0, 0.0, 3.9, 3.9, 3.9])

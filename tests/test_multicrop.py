@@ -1,8 +1,18 @@
 import pytest
 import torch
-from helpers import make_image
+from helpers import make_image, photo
 
-from data.multicrop import EvalTransform, EvalViews, Geometry, View, cut_views, paper_scales, views
+from data.multicrop import (
+    DECODED,
+    EvalTransform,
+    EvalViews,
+    Geometry,
+    View,
+    cut_on_device,
+    cut_views,
+    paper_scales,
+    views,
+)
 
 
 def five(x0, y0, side, size=224):
@@ -81,3 +91,16 @@ def test_absurdly_elongated_images_are_unreadable_for_multi_crop_views_only(tmp_
     assert EvalViews([g], (1,))(strip)[(g, 1)].shape == (1, 3, 64, 64)  # the centre crop resamples a small box
     wide = make_image(tmp_path / "wide.png", size=(400, 20), fmt="PNG")  # 20:1 still works
     assert EvalViews([g], (10,))(wide)[(g, 10)].shape == (10, 3, 64, 64)
+
+
+def test_views_cut_on_the_device_are_the_workers_views(tmp_path):
+    # a GPU evaluation uploads each decoded image once and cuts its 10 and 144 views there: the same views
+    path = photo(tmp_path / "p.JPEG", size=(200, 150))
+    geometries, modes = [Geometry(64, 73), Geometry(75, 86)], (1, 10, 144)
+    cut = EvalViews(geometries, modes)(path)
+    later = EvalViews(geometries, modes, cut_later=True)(path)
+    assert set(later) == {(g, 1) for g in geometries} | {DECODED}
+    for g in geometries:
+        assert torch.equal(later[(g, 1)], cut[(g, 1)])
+        for mode in (10, 144):
+            assert torch.equal(cut_on_device([later[DECODED]], g, mode, "cpu")[0], cut[(g, mode)])

@@ -7,7 +7,9 @@ The same launcher as `torchrun`, except for what happens on SIGTERM/SIGINT (what
 torchrun forwards the signal to the workers and then re-raises it, exiting 1 even when every worker finished
 its step, wrote last.pt and exited 0, which makes schedulers count a clean preemption as a failure. Here each
 worker reports its exit status (train.py does, in `cli.main`), and the launcher exits 0 only when every
-worker on this node reported 0; otherwise 1, naming the workers that did not.
+worker on this node reported 0; otherwise 1, naming the workers that did not. A user error (exit 2) on any
+worker ends the group at once, without restarts, and the launcher prints its one line; the workers pass on
+the launcher's flags, so that a stopped run's hint is the command that ran.
 """
 import logging
 import os

@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 
 from data.device_ops import BatchNormalizer
-from data.multicrop import Geometry
+from data.multicrop import DECODED, Decoded, Geometry, cut_on_device
 
 from .. import distributed as D
 from ..runtime import Runtime
@@ -90,6 +90,12 @@ def run_pass(models: list, geometries: list[Geometry], loader, modes: tuple[int,
         if views is None:
             continue
         targets = targets.to(device, non_blocking=True)
+        if DECODED in views:  # each image uploaded once, its views cut there once for every model
+            decoded = [Decoded(d.image.to(device, non_blocking=True), d.original) for d in views.pop(DECODED)]
+            for g in dict.fromkeys(geometries):
+                for mode in modes:
+                    if (g, mode) not in views:
+                        views[(g, mode)] = cut_on_device(decoded, g, mode, device)
         probs = {}
         for m, (model, g) in enumerate(zip(models, geometries)):
             for mode in modes:

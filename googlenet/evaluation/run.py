@@ -147,13 +147,19 @@ def _load_models(cfg, paths: list[Path]) -> tuple[list[LoadedModel], list]:
     return models, geometries
 
 
+def cut_views_on_device(device) -> bool:
+    """10- and 144-crop views are cut on a GPU (once per image for all models); on a CPU in the loader workers,
+    which cut in parallel."""
+    return torch.device(device).type == "cuda"
+
+
 def _loader(cfg, models, geometries, modes, env, device):
     first = models[0].data_cfg
     root = first.get("root") if cfg.data.root == "auto" else cfg.data.root
     data_cfg = OmegaConf.create({"name": first.get("name", "imagenet"), "root": root})
     root = dataset_root(data_cfg)
     fast = cfg.data.fast_decode if cfg.data.get("fast_decode") is not None else first.get("fast_decode", True)
-    views = EvalViews(list(dict.fromkeys(geometries)), modes, fast)
+    views = EvalViews(list(dict.fromkeys(geometries)), modes, fast, cut_later=cut_views_on_device(device))
     dataset = ImageFolderDataset(root, cfg.data.val_split, views, replace_unreadable=False)
     if dataset.classes != models[0].classes:
         raise UserError(f"{root / cfg.data.val_split} has {len(dataset.classes)} classes but the model was trained "
