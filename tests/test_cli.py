@@ -1,5 +1,6 @@
 """The command line's own parts: Hydra's flag parser (our one private use of Hydra), sweep expansion, renamed keys."""
 import pytest
+from helpers import installed
 from omegaconf import OmegaConf
 
 from common.errors import UserError
@@ -68,3 +69,17 @@ def test_a_sweep_id_reaches_the_jobs_as_the_same_string(sweep, tmp_path):
     from googlenet.cli.sweep import SWEEP_ENV, sweep_overrides
     cfg = compose_raw("train", ["data=sample", *sweep_overrides(tmp_path / "it's", sweep)])
     assert cfg.hydra.job.env_set[SWEEP_ENV] == sweep and cfg.hydra.sweep.dir == str(tmp_path / "it's")
+
+
+@pytest.mark.skipif(not installed("hydra_plugins.hydra_submitit_launcher"),
+                    reason="needs submitit (pip install -r requirements-hydra.txt)")
+def test_submitits_slurm_jobs_end_every_task_when_one_fails():
+    from googlenet.cli.sweep import slurm_setup_override
+    assert check_command_line("train", ["data=sample"], multirun=True).slurm_setup is None  # not on SLURM
+    precheck = check_command_line("train", ["hydra/launcher=submitit_slurm", "hydra.launcher.setup=['module load x']",
+                                            "data=sample"], multirun=True)
+    assert precheck.slurm_setup == ["module load x"]
+    override = slurm_setup_override(precheck.slurm_setup)
+    assert compose_raw("train", ["hydra/launcher=submitit_slurm", override]).hydra.launcher.setup == [
+        "module load x", "export SLURM_KILL_BAD_EXIT=1"]
+    assert slurm_setup_override(["export SLURM_KILL_BAD_EXIT=0"]) is None  # the user decided

@@ -122,14 +122,14 @@ def test_a_submitit_slurm_sweep_runs_its_jobs_and_warns_once_that_sacct_fails(sl
 
 def test_a_ddp_job_of_two_slurm_tasks_is_one_run(slurm, sample_root, tmp_path):
     sweep_dir = tmp_path / "sweep"
-    # as the README advises for DDP under submitit: a task that fails ends the others (srun -K)
     result = train(slurm, tmp_path, "-m", "hydra/launcher=submitit_slurm", "hydra.launcher.partition=debug",
-                   "hydra.launcher.tasks_per_node=2", "hydra.launcher.setup=['export SLURM_KILL_BAD_EXIT=1']",
+                   "hydra.launcher.tasks_per_node=2", "hydra.launcher.setup=['echo set up']",
                    "data=sample", f"data.root={sample_root}", "trainer.epochs=1",
                    "trainer.limit_train_batches=2", *TINY, f"hydra.sweep.dir={sweep_dir}")
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    # a task that fails ends the others at once (srun -K), after the user's own setup lines
     [script] = (sweep_dir / ".submitit").glob("*/*_submission.sh")
-    assert "export SLURM_KILL_BAD_EXIT=1" in script.read_text()
+    assert "echo set up\nexport SLURM_KILL_BAD_EXIT=1\n" in script.read_text()
     assert [p.name for p in sweep_dir.iterdir() if not p.name.startswith(".") and p.is_dir()] == ["0"]
     log = (sweep_dir / "0" / "train.log").read_text()
     assert "processes: 2, device: cpu" in log

@@ -43,6 +43,7 @@ class Precheck:
     existing_records: frozenset[str] = frozenset()  # run_records() that were there before this command
     records_subdir: str | None = ".hydra"  # `hydra.output_subdir` as the user set it
     sweep_dir: Path | None = None  # a multirun's directory, resolved once
+    slurm_setup: list[str] | None = None  # under submitit's SLURM launcher: its `setup` lines (else None)
 
 
 def parse_overrides(overrides: list[str]):
@@ -92,8 +93,11 @@ def check_command_line(config_name: str, overrides: list[str], multirun: bool) -
     if config_name == "train":
         check_not_a_system_folder(Path(sweep_dir), "hydra.sweep.dir")
     ancestor = check_output_dir(sweep_dir, "hydra.sweep.dir")
+    on_slurm = str(OmegaConf.select(full, "hydra.launcher._target_", default="")).endswith("SlurmLauncher")
     return Precheck(validated, ancestor, records_subdir=records_subdir,
-                    sweep_dir=Path(sweep_dir).expanduser().absolute())
+                    sweep_dir=Path(sweep_dir).expanduser().absolute(),
+                    slurm_setup=list(OmegaConf.select(full, "hydra.launcher.setup", default=None) or [])
+                    if on_slurm else None)
 
 
 def basic_sweep_jobs(full: DictConfig, sweeps) -> list[list[str]] | None:

@@ -32,6 +32,19 @@ def sweep_overrides(sweep_dir: Path, sweep: str) -> list[str]:
     return [f"hydra.sweep.dir={quoted(str(sweep_dir))}", f"++hydra.job.env_set.{SWEEP_ENV}={quoted(sweep)}"]
 
 
+KILL_ON_BAD_EXIT = "export SLURM_KILL_BAD_EXIT=1"
+
+
+def slurm_setup_override(setup: list[str]) -> str | None:
+    """submitit's SLURM jobs run their tasks under srun with no agent above them: a task that fails (a user
+    error only it sees, a crash) would leave the others waiting in a collective for dist.timeout_minutes.
+    srun's --kill-on-bad-exit ends them at once; submitit passes no srun flags, so it goes in through the
+    job's setup lines (SLURM_KILL_BAD_EXIT). None when the user's setup already decides it."""
+    if any("SLURM_KILL_BAD_EXIT" in line for line in setup):
+        return None
+    return "hydra.launcher.setup=[" + ",".join(quoted(line) for line in [*setup, KILL_ON_BAD_EXIT]) + "]"
+
+
 def quoted(value: str) -> str:
     """A string as one value of Hydra's override grammar, whatever characters it holds."""
     # the grammar reads a backslash as an escape only before a quote or the closing quote
