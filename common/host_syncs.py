@@ -45,9 +45,12 @@ class HostSyncWatch:
     def __init__(self, device):
         self.cuda = torch.device(device).type == "cuda"
         self.offenders: list[str] = []
-        self._mode, self._warnings = None, None
+        self._mode, self._warnings, self.watching = None, None, False
 
     def start(self) -> "HostSyncWatch":
+        if self.watching:
+            return self
+        self.watching = True
         if self.cuda:
             self._warnings = warnings.catch_warnings(record=True)
             self._caught = self._warnings.__enter__()
@@ -59,14 +62,17 @@ class HostSyncWatch:
         return self
 
     def stop(self) -> None:
+        """End the watch (again, or without a start: nothing to do)."""
+        if not self.watching:
+            return
+        self.watching = False
         if self.cuda:
             torch.cuda.set_sync_debug_mode("default")
             self._warnings.__exit__(None, None, None)
             self.offenders += [f"{w.message} at {w.filename}:{w.lineno}" for w in self._caught
                                if "synchroniz" in str(w.message).lower()]
-        elif self._mode is not None:
+        else:
             self._mode.__exit__(None, None, None)
-            self._mode = None
 
     def __enter__(self) -> "HostSyncWatch":
         return self.start()

@@ -99,10 +99,16 @@ def pil_pipeline(root: Path, args, device):
     return on_device(batches, args, device)
 
 
-def dali_pipeline(root: Path, args, device):
-    from data.dali import DaliLoader
+def dali_data_config(args):
+    """configs/data/imagenet.yaml at this benchmark's size, batch and workers, loader dali."""
     cfg = OmegaConf.load(Path(__file__).resolve().parents[1] / "configs" / "data" / "imagenet.yaml")
     cfg.crop_size, cfg.batch_size, cfg.workers, cfg.loader = args.size, args.batch_size, max(args.workers, 1), "dali"
+    return cfg
+
+
+def dali_pipeline(root: Path, args, device):
+    from data.dali import DaliLoader
+    cfg = dali_data_config(args)
     for name, amount in zip(("brightness", "contrast", "saturation", "hue"), PAPER_JITTER):
         cfg.augment[name] = amount if args.paper else 0.0
     cfg.augment.random_interpolation = args.paper
@@ -123,8 +129,7 @@ def dali_rebuild_seconds(root: Path, args, device, files: int) -> dict:
     """What the DALI loader pays at the start of every epoch and validation pass: building a pipeline over
     `files` file names (the folder's files repeated, as for ImageNet's 1,281,167) and its first batch."""
     from data.dali import build_pipeline, import_dali
-    cfg = OmegaConf.load(Path(__file__).resolve().parents[1] / "configs" / "data" / "imagenet.yaml")
-    cfg.crop_size, cfg.batch_size, cfg.workers = args.size, args.batch_size, max(args.workers, 1)
+    cfg = dali_data_config(args)
     dataset = ImageFolderDataset(root.parent, root.name, lambda path, rng: None)
     paths = [p for p, _ in dataset.samples]
     listed = [paths[i % len(paths)] for i in range(files)]

@@ -60,3 +60,14 @@ def test_the_watch_names_the_line_that_reads_the_device():
         torch.ones(2).sum().item()
     assert watch.offenders == ["a value read back to the host (.item(), bool(), float(), int()) at outside this "
                                "project"]
+
+
+def test_the_watch_may_be_stopped_twice_or_never_started():
+    # the acceptance script stops it from a training hook and again when the epoch ends (or the run ended
+    # before the watched steps began)
+    HostSyncWatch("cpu").stop()
+    watch = HostSyncWatch("cpu").start()
+    watch.stop()
+    watch.stop()
+    torch.ones(1).item()
+    assert watch.offenders == [] and not watch.watching

@@ -63,8 +63,9 @@ def run(app: Callable[[], None], session: Session) -> None:
     if sweep_dir is not None:
         session.sweep = new_sweep_id()
         sys.argv += sweep_overrides(sweep_dir, session.sweep)
-    if session.precheck.slurm_setup is not None:
-        sys.argv += filter(None, [slurm_setup_override(session.precheck.slurm_setup)])
+    setup = slurm_setup_override(session.precheck.slurm_setup) if session.precheck.slurm_setup is not None else None
+    if setup:
+        sys.argv.append(setup)
     if runs_the_task and session.config_name == "train":  # the run writes its record itself (Job.write_records)
         sys.argv += ["hydra.output_subdir=null"]
     if env.enabled and not env.is_main:  # rank 0 writes the run record and the log

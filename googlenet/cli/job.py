@@ -78,11 +78,9 @@ class Job:
         env = detect_env()
         launcher = "python"
         if env.launcher == "torchrun":  # started by torchrun, or by our launcher around it
-            if os.environ.get(STATUS_DIR_ENV) is not None and os.environ.get(FLAGS_ENV):
-                launcher = f"python -m googlenet.cli.launch {os.environ[FLAGS_ENV]}"
-            else:
-                command = "python -m googlenet.cli.launch" if os.environ.get(STATUS_DIR_ENV) else "torchrun"
-                launcher = f"{command} --nproc_per_node={env.local_world_size}"
+            ours = os.environ.get(STATUS_DIR_ENV) is not None
+            flags = (os.environ.get(FLAGS_ENV) if ours else None) or f"--nproc_per_node={env.local_world_size}"
+            launcher = f"{'python -m googlenet.cli.launch' if ours else 'torchrun'} {flags}"
         return f"{launcher} {self.script} {args}"
 
 

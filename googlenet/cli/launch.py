@@ -63,29 +63,28 @@ def report_status(code: int) -> None:
         write_atomic(Path(folder, f"rank_{local_rank}"), f"{code} {local_world}\n{''.join(_user_error)}\n")
 
 
-def first_user_error(folder: Path) -> str | None:
-    """The user error the lowest local rank reported, if any."""
-    for path in sorted(folder.glob("rank_*"), key=lambda p: int(p.name[5:])):
+def _reports(folder: Path) -> dict[int, tuple[int, int, str]]:
+    """{local rank: (exit status, local world size, user error or "")} from the workers' report files."""
+    reports = {}
+    for path in folder.glob("rank_*"):
         try:
-            message = path.read_text().split("\n", 1)[1].strip()
-        except (OSError, IndexError):
+            head, _, message = path.read_text().partition("\n")
+            code, local_world = head.split()
+            reports[int(path.name[5:])] = (int(code), int(local_world), message.strip())
+        except (OSError, ValueError):
             continue
-        if message:
-            return message
-    return None
+    return reports
 
 
 def read_statuses(folder: Path) -> tuple[dict[int, int], int]:
-    """({local rank: exit status}, local world size) from the workers' reports (one being written is skipped)."""
-    codes, world = {}, 0
-    for path in folder.glob("rank_*"):
-        try:
-            code, local_world = path.read_text().split("\n", 1)[0].split()
-            codes[int(path.name[5:])] = int(code)
-        except (OSError, ValueError):
-            continue
-        world = max(world, int(local_world))
-    return codes, world
+    """({local rank: exit status}, local world size) from the workers' reports."""
+    reports = _reports(folder)
+    return {rank: code for rank, (code, _, _) in reports.items()}, max((w for _, w, _ in reports.values()), default=0)
+
+
+def first_user_error(folder: Path) -> str | None:
+    """The user error the lowest local rank reported, if any."""
+    return next((message for _, (_, _, message) in sorted(_reports(folder).items()) if message), None)
 
 
 class UserErrorWatch(threading.Thread):
