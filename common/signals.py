@@ -6,6 +6,7 @@ The training process handles them (`googlenet.training.stopping`); loader worker
 was there before the trainer's (submitit's, which requeues the job on USR2) gets the signal once the stop is
 saved (`hand_on`).
 """
+import contextlib
 import signal
 
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2")
@@ -21,3 +22,15 @@ def hand_on(signum: int | None) -> None:
     handler = signal.getsignal(signum)
     if callable(handler):
         handler(signum, None)
+
+
+@contextlib.contextmanager
+def stop_signals_blocked():
+    """Stop signals held back (not lost) in this thread: loader workers forked here start with them blocked,
+    so that one sent to the whole process group while they start cannot kill them before they ignore it
+    (`data.loaders.ignore_stop_signals` then unblocks them); here they are delivered when the block ends."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)

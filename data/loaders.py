@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 
 from common.checks import check_bool, check_choice, check_number, check_pair
 from common.errors import UserError
-from common.signals import STOP_SIGNALS
+from common.signals import STOP_SIGNALS, stop_signals_blocked
 
 from .classes import class_names
 from .datasets import ImageFolderDataset, collate_readable, collate_train, existing_root
@@ -87,6 +87,7 @@ def ignore_stop_signals(worker_id: int | None = None) -> None:
     covers an interpreter exit that would otherwise wait on workers that ignore multiprocessing's SIGTERM."""
     for sig in STOP_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # started blocked (SamplerLoader): now ignored
 
 
 def _kill_workers_at_exit() -> None:
@@ -184,4 +185,5 @@ class SamplerLoader:
         return len(self.loader)
 
     def __iter__(self):
-        return iter(self.loader)
+        with stop_signals_blocked():  # the workers start here
+            return iter(self.loader)

@@ -62,3 +62,21 @@ def test_submitits_preemption_signal_saves_first_then_reaches_submitits_handler(
     finally:
         signal.signal(signal.SIGUSR2, previous)
     hand_on(signal.SIGTERM)  # a default disposition is left alone: this process goes on
+
+
+def _terminated_while_starting(worker_id):
+    os.kill(os.getpid(), signal.SIGTERM)  # a SIGTERM to the process group while this worker starts
+    from data.loaders import ignore_stop_signals
+    ignore_stop_signals(worker_id)
+
+
+def test_a_stop_signal_while_loader_workers_start_does_not_kill_them():
+    # the workers are forked with the stop signals blocked: the one that arrives before a worker ignores them
+    # is discarded, not fatal (it once killed a validation worker: "DataLoader worker ... killed by signal")
+    from torch.utils.data import DataLoader
+
+    from common.signals import stop_signals_blocked
+    loader = DataLoader(list(range(4)), batch_size=2, num_workers=2, worker_init_fn=_terminated_while_starting)
+    with stop_signals_blocked():
+        batches = iter(loader)
+    assert [b.tolist() for b in batches] == [[0, 1], [2, 3]]
