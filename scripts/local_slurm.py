@@ -81,6 +81,7 @@ def slurm_conf(folder: Path, host: str, cpus: int) -> str:
         "ReturnToService=2",
         "JobAcctGatherType=jobacct_gather/none",
         "AccountingStorageType=accounting_storage/none",
+        "MinJobAge=3600",  # without accounting, scontrol is what tells how a job ended: keep ended jobs an hour
         "SlurmdParameters=config_overrides",  # --cpus may exceed what the machine has
         f"NodeName={host} CPUs={cpus} State=UNKNOWN",
         f"PartitionName={PARTITION} Nodes=ALL Default=YES MaxTime=INFINITE State=UP",

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -159,12 +160,14 @@ class TimeLimitedJob(threading.Thread):
     """scripts/slurm_train.sbatch from a fresh checkout, at a time limit: submitted when the cluster is up and
     run beside the other tests (it waits on SLURM's clock more than it computes); the last test checks it.
 
-    A two-minute time limit makes the script's --signal=TERM@120 due at once: SLURM sends it at its next
-    time-limit check, and the job is submitted `LEAD` seconds before one, so that the signal comes after the
-    run has started (its stop handlers are in place) and before it would end."""
+    The script asks for SIGTERM two minutes before the time limit (--signal=TERM@120); slurmctld sends it at the
+    first of its time-limit checks that finds at most 120 + 30 s left (measured here). The job starts with a long
+    limit. Once its run has written config.yaml (its stop handlers are in place from then on: a signal before
+    that would kill a process still starting), the limit is cut to the whole minutes that leave 90-150 s at the
+    next check: the signal comes at that check, within 32 s, while the run still trains, and the time limit
+    itself at least a minute later."""
 
-    LEAD = 15
-    EPOCHS, BATCHES = 12, 8
+    EPOCHS, BATCHES = 4, 120  # about 45 s of training on one core: longer than the wait for the signal
 
     def __init__(self, slurm, sample_root, folder: Path):
         super().__init__(daemon=True)
@@ -172,25 +175,31 @@ class TimeLimitedJob(threading.Thread):
         self.overrides = ["data=sample", f"data.root={sample_root}", f"trainer.epochs={self.EPOCHS}",
                           f"trainer.limit_train_batches={self.BATCHES}", *TINY]
         self.job, self.error = "", None
-        self.deadline = time.time() + 300
+        self.deadline = time.time() + 360
 
     def run(self):
         try:
-            started = float((Path(self.slurm["SLURM_CONF"]).parent / "slurmctld.started").read_text())
-            now = time.time()
-            check = started + CHECK_PERIOD * ((now + self.LEAD - started) // CHECK_PERIOD + 1)
-            time.sleep(max(0.0, check - self.LEAD - now))
             # the script asks for 8 GPUs a node: this node has none, one process on the CPU
             submitted = run(["sbatch", "--parsable", "--nodes=1", "--gpus-per-node=0", "--cpus-per-task=1",
-                             "--time=2", "scripts/slurm_train.sbatch", *self.overrides], self.slurm, self.clone,
+                             "--time=10", "scripts/slurm_train.sbatch", *self.overrides], self.slurm, self.clone,
                             extra_env={"GPUS_PER_NODE": "1"})
             assert submitted.returncode == 0, submitted.stderr
             self.job = submitted.stdout.strip().split(";")[0]
-            # the script requeues the stopped run; SLURM gives a requeued job its full time limit again (here
-            # ten minutes, so that the continued run is not signalled too)
+            wait_for(self.clone / "runs" / f"slurm-{self.job}" / "config.yaml", self.deadline, "the run to start")
+            self.cut_time_limit()
+            # the script requeues the stopped run; SLURM gives a requeued job its time limit again (here ten
+            # minutes, so that the continued run is not signalled too)
             release_when_requeued(self.slurm, self.job, self.deadline, TimeLimit=10)
         except BaseException as e:  # noqa: BLE001 - reported by the test
             self.error = e
+
+    def cut_time_limit(self) -> None:
+        started = float((Path(self.slurm["SLURM_CONF"]).parent / "slurmctld.started").read_text())
+        job_started = datetime.fromisoformat(job_field(self.slurm, self.job, "StartTime")).timestamp()
+        next_check = started + CHECK_PERIOD * ((time.time() + 2 - started) // CHECK_PERIOD + 1)
+        minutes = int((next_check - job_started + 120 + CHECK_PERIOD) // 60)
+        cut = run(["scontrol", "update", f"JobId={self.job}", f"TimeLimit={minutes}"], self.slurm, ROOT, timeout=30)
+        assert cut.returncode == 0, cut.stderr
 
 
 @pytest.fixture(scope="module", autouse=True)
