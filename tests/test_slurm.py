@@ -175,7 +175,7 @@ class TimeLimitedJob(threading.Thread):
         self.overrides = ["data=sample", f"data.root={sample_root}", f"trainer.epochs={self.EPOCHS}",
                           f"trainer.limit_train_batches={self.BATCHES}", *TINY]
         self.job, self.error = "", None
-        self.deadline = time.time() + 360
+        self.deadline = time.time() + 480
 
     def run(self):
         try:
