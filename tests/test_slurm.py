@@ -153,6 +153,7 @@ def fresh_checkout(tmp_path: Path) -> Path:
 
 
 CHECK_PERIOD = 30  # slurmctld looks at time limits (and sends --signal warnings) every 30 s from its start
+WARNING = 120  # the script's --signal=TERM@120: seconds before the time limit
 TIME_LIMITED = "test_the_sbatch_script_from_a_fresh_checkout_continues_itself_after_a_time_limit"
 
 
@@ -160,12 +161,11 @@ class TimeLimitedJob(threading.Thread):
     """scripts/slurm_train.sbatch from a fresh checkout, at a time limit: submitted when the cluster is up and
     run beside the other tests (it waits on SLURM's clock more than it computes); the last test checks it.
 
-    The script asks for SIGTERM two minutes before the time limit (--signal=TERM@120); slurmctld sends it at the
-    first of its time-limit checks that finds at most 120 + 30 s left (measured here). The job starts with a long
-    limit. Once its run has written config.yaml (its stop handlers are in place from then on: a signal before
-    that would kill a process still starting), the limit is cut to the whole minutes that leave 90-150 s at the
-    next check: the signal comes at that check, within 32 s, while the run still trains, and the time limit
-    itself at least a minute later."""
+    slurmctld sends the script's --signal=TERM@120 at the first of its time-limit checks that finds at most
+    WARNING + CHECK_PERIOD seconds left (measured here). The job starts with a long limit. Once its run has
+    written config.yaml (from then on its stop handlers are in place; a signal before would kill a process
+    still starting), the limit is cut to the whole minutes that leave 90-150 s at the next check: the signal
+    comes at that check, within 32 s, while the run still trains, and the time limit a minute or more later."""
 
     EPOCHS, BATCHES = 4, 120  # about 45 s of training on one core: longer than the wait for the signal
 
@@ -197,7 +197,7 @@ class TimeLimitedJob(threading.Thread):
         started = float((Path(self.slurm["SLURM_CONF"]).parent / "slurmctld.started").read_text())
         job_started = datetime.fromisoformat(job_field(self.slurm, self.job, "StartTime")).timestamp()
         next_check = started + CHECK_PERIOD * ((time.time() + 2 - started) // CHECK_PERIOD + 1)
-        minutes = int((next_check - job_started + 120 + CHECK_PERIOD) // 60)
+        minutes = int((next_check - job_started + WARNING + CHECK_PERIOD) // 60)
         cut = run(["scontrol", "update", f"JobId={self.job}", f"TimeLimit={minutes}"], self.slurm, ROOT, timeout=30)
         assert cut.returncode == 0, cut.stderr
 
