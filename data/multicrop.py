@@ -137,11 +137,10 @@ def cut_views(image: torch.Tensor, view_list: list[View], size: int, original: t
     return out
 
 
-def cut_on_device(decoded: list[Decoded], geometry: Geometry, crops: int, device) -> torch.Tensor:
-    """(images, crops, 3, size, size) uint8 views on `device` of images decoded by `EvalViews(cut_later=True)`
-    (already uploaded, or uploaded here)."""
-    return torch.stack([cut_views(d.image.to(device, non_blocking=True),
-                                  views(*d.original, crops, geometry.size, geometry.resize), geometry.size,
+def cut_on_device(decoded: list[Decoded], geometry: Geometry, crops: int) -> torch.Tensor:
+    """(images, crops, 3, size, size) uint8 views of images decoded by `EvalViews(cut_later=True)`, cut on the
+    device their images were uploaded to."""
+    return torch.stack([cut_views(d.image, views(*d.original, crops, geometry.size, geometry.resize), geometry.size,
                                   d.original) for d in decoded])
 
 

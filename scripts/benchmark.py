@@ -303,7 +303,7 @@ def bench_eval(cfg, args, device, emit, crops: int):
 
     @torch.no_grad()
     def ours_batch():
-        views = uint8 if crops == 1 else cut_on_device(decoded, geometry, crops, device).flatten(0, 1)
+        views = uint8 if crops == 1 else cut_on_device(decoded, geometry, crops).flatten(0, 1)
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             logits = ours_model(normalizer(views))
         logits.float().softmax(1).view(images_per_batch, crops, -1).mean(1).topk(5, 1)

@@ -3,6 +3,7 @@ import os
 import random
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from PIL import Image
@@ -67,3 +68,11 @@ def installed(module: str) -> bool:
         return importlib.util.find_spec(module) is not None
     except ModuleNotFoundError:
         return False
+
+
+def wait_for(path: Path, deadline: float, what: str, proc: subprocess.Popen | None = None) -> None:
+    """Until `path` exists: fails at `deadline` (time.time()), or when `proc` (if given) has ended before it."""
+    while not path.exists():
+        assert proc is None or proc.poll() is None, proc.stdout.read() if proc.stdout else f"{what}: it ended"
+        assert time.time() < deadline, f"timed out waiting for {what} ({path})"
+        time.sleep(0.1)

@@ -83,3 +83,4 @@ def test_submitits_slurm_jobs_end_every_task_when_one_fails():
     assert compose_raw("train", ["hydra/launcher=submitit_slurm", override]).hydra.launcher.setup == [
         "module load x", "export SLURM_KILL_BAD_EXIT=1"]
     assert slurm_setup_override(["export SLURM_KILL_BAD_EXIT=0"]) is None  # the user decided
+    assert slurm_setup_override(None) is None  # not under submitit's SLURM launcher

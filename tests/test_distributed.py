@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import ROOT, installed, make_folder, tiny_overrides
+from helpers import ROOT, installed, make_folder, tiny_overrides, wait_for
 
 from googlenet.checkpoint import load_checkpoint
 from googlenet.cli.config import compose_config
@@ -143,21 +143,13 @@ def _children(pid):
     return kids
 
 
-def _wait_for(path, proc, seconds=180):
-    deadline = time.time() + seconds
-    while not path.exists():
-        assert proc.poll() is None, proc.stdout.read()
-        assert time.time() < deadline, "timed out"
-        time.sleep(0.1)
-
-
 def test_killed_worker_is_restarted_from_last_checkpoint(tmp_path):
     data = make_folder(tmp_path / "ds", per_class=8)  # 24 images: 6 steps per epoch on 2 ranks of batch 2
     run_dir = tmp_path / "run"
     args = tiny_overrides(data, run_dir, "trainer.epochs=2", "trainer.checkpoint_every_steps=3",
                           "trainer.limit_val_batches=1")
     proc = torchrun(*args, extra_launcher=["--max-restarts=1"], popen=True)
-    _wait_for(run_dir / "checkpoints" / "last.pt", proc)
+    wait_for(run_dir / "checkpoints" / "last.pt", time.time() + 180, "the first last.pt", proc)
     workers = _children(proc.pid)
     assert len(workers) == 2
     os.kill(workers[-1], signal.SIGKILL)
@@ -173,7 +165,7 @@ def test_sigterm_to_the_launchers_group_saves_and_resume_finishes(tmp_path, tiny
     run_dir = tmp_path / "run"
     args = tiny_overrides(tiny_folder, run_dir, "trainer.epochs=500", "trainer.limit_val_batches=1", "data.workers=1")
     proc = torchrun(*args, popen=True, launcher="googlenet.cli.launch")  # torchrun with a truthful exit status
-    _wait_for(run_dir / "checkpoints" / "last.pt", proc)
+    wait_for(run_dir / "checkpoints" / "last.pt", time.time() + 180, "the first last.pt", proc)
     time.sleep(0.5)  # now mid-epoch
     os.killpg(proc.pid, signal.SIGTERM)  # launcher, workers and their loader workers alike
     out, _ = proc.communicate(timeout=120)

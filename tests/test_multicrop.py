@@ -103,4 +103,4 @@ def test_views_cut_on_the_device_are_the_workers_views(tmp_path):
     for g in geometries:
         assert torch.equal(later[(g, 1)], cut[(g, 1)])
         for mode in (10, 144):
-            assert torch.equal(cut_on_device([later[DECODED]], g, mode, "cpu")[0], cut[(g, mode)])
+            assert torch.equal(cut_on_device([later[DECODED]], g, mode)[0], cut[(g, mode)])

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import ROOT
+from helpers import ROOT, wait_for
 
 sys.path.insert(0, str(ROOT / "scripts"))
 import local_slurm  # noqa: E402
@@ -86,12 +86,6 @@ def release_when_requeued(env, job: str, deadline: float, **updates) -> None:
             return
         time.sleep(0.5)
     raise AssertionError(f"job {job} was not requeued: {scontrol(env, 'show', 'job', job)}")
-
-
-def wait_for(path: Path, deadline: float, what: str) -> None:
-    while not path.exists():
-        assert time.time() < deadline, f"timed out waiting for {what} ({path})"
-        time.sleep(0.2)
 
 
 def steps_of(checkpoint: Path) -> int:

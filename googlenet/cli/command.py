@@ -63,7 +63,7 @@ def run(app: Callable[[], None], session: Session) -> None:
     if sweep_dir is not None:
         session.sweep = new_sweep_id()
         sys.argv += sweep_overrides(sweep_dir, session.sweep)
-    setup = slurm_setup_override(session.precheck.slurm_setup) if session.precheck.slurm_setup is not None else None
+    setup = slurm_setup_override(session.precheck.slurm_setup)
     if setup:
         sys.argv.append(setup)
     if runs_the_task and session.config_name == "train":  # the run writes its record itself (Job.write_records)

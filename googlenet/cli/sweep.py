@@ -35,12 +35,13 @@ def sweep_overrides(sweep_dir: Path, sweep: str) -> list[str]:
 KILL_ON_BAD_EXIT = "export SLURM_KILL_BAD_EXIT=1"
 
 
-def slurm_setup_override(setup: list[str]) -> str | None:
+def slurm_setup_override(setup: list[str] | None) -> str | None:
     """submitit's SLURM jobs run their tasks under srun with no agent above them: a task that fails (a user
     error only it sees, a crash) would leave the others waiting in a collective for dist.timeout_minutes.
     srun's --kill-on-bad-exit ends them at once; submitit passes no srun flags, so it goes in through the
-    job's setup lines (SLURM_KILL_BAD_EXIT). None when the user's setup already decides it."""
-    if any("SLURM_KILL_BAD_EXIT" in line for line in setup):
+    job's setup lines (SLURM_KILL_BAD_EXIT). None when not under submitit's SLURM launcher (`setup` None) or
+    when the user's setup already decides it."""
+    if setup is None or any("SLURM_KILL_BAD_EXIT" in line for line in setup):
         return None
     return "hydra.launcher.setup=[" + ",".join(quoted(line) for line in [*setup, KILL_ON_BAD_EXIT]) + "]"
 

@@ -95,7 +95,7 @@ def run_pass(models: list, geometries: list[Geometry], loader, modes: tuple[int,
             for g in dict.fromkeys(geometries):
                 for mode in modes:
                     if (g, mode) not in views:
-                        views[(g, mode)] = cut_on_device(decoded, g, mode, device)
+                        views[(g, mode)] = cut_on_device(decoded, g, mode)
         probs = {}
         for m, (model, g) in enumerate(zip(models, geometries)):
             for mode in modes:
