@@ -155,13 +155,14 @@ class TimeLimitedJob(threading.Thread):
     """scripts/slurm_train.sbatch from a fresh checkout, at a time limit: submitted when the cluster is up and
     run beside the other tests (it waits on SLURM's clock more than it computes); the last test checks it.
 
-    slurmctld sends the script's --signal=TERM@120 at the first of its time-limit checks that finds at most
-    WARNING + CHECK_PERIOD seconds left (measured here). The job starts with a long limit. Once its run has
-    written config.yaml (from then on its stop handlers are in place; a signal before would kill a process
-    still starting), the limit is cut to the whole minutes that leave 90-150 s at the next check: the signal
-    comes at that check, within 32 s, while the run still trains, and the time limit a minute or more later."""
+    slurmctld sends the script's --signal=TERM@120 at the first of its time-limit checks (every CHECK_PERIOD s
+    from its start) that finds at most WARNING + CHECK_PERIOD seconds left (measured here). The job is submitted
+    just after a check, with a long limit. Once its run has written config.yaml (from then on its stop handlers
+    are in place; a signal before would kill a process still starting), the limit is cut to the whole minutes
+    that leave 90-150 s at the next check: the signal comes at that check, while the run still trains (a start-up
+    of S seconds leaves about 30 - S s to wait), and the time limit a minute or more later."""
 
-    EPOCHS, BATCHES = 4, 120  # about 45 s of training on one core: longer than the wait for the signal
+    EPOCHS, BATCHES = 3, 120  # about 35 s of training on one core: longer than the wait for the signal
 
     def __init__(self, slurm, sample_root, folder: Path):
         super().__init__(daemon=True)
@@ -173,6 +174,7 @@ class TimeLimitedJob(threading.Thread):
 
     def run(self):
         try:
+            time.sleep(max(0.0, self.next_check(time.time()) + 0.5 - time.time()))
             # the script asks for 8 GPUs a node: this node has none, one process on the CPU
             submitted = run(["sbatch", "--parsable", "--nodes=1", "--gpus-per-node=0", "--cpus-per-task=1",
                              "--time=10", "scripts/slurm_train.sbatch", *self.overrides], self.slurm, self.clone,
@@ -187,11 +189,14 @@ class TimeLimitedJob(threading.Thread):
         except BaseException as e:  # noqa: BLE001 - reported by the test
             self.error = e
 
-    def cut_time_limit(self) -> None:
+    def next_check(self, after: float) -> float:
+        """slurmctld's first time-limit check after `after`."""
         started = float((Path(self.slurm["SLURM_CONF"]).parent / "slurmctld.started").read_text())
+        return started + CHECK_PERIOD * ((after - started) // CHECK_PERIOD + 1)
+
+    def cut_time_limit(self) -> None:
         job_started = datetime.fromisoformat(job_field(self.slurm, self.job, "StartTime")).timestamp()
-        next_check = started + CHECK_PERIOD * ((time.time() + 2 - started) // CHECK_PERIOD + 1)
-        minutes = int((next_check - job_started + WARNING + CHECK_PERIOD) // 60)
+        minutes = int((self.next_check(time.time() + 2) - job_started + WARNING + CHECK_PERIOD) // 60)
         cut = run(["scontrol", "update", f"JobId={self.job}", f"TimeLimit={minutes}"], self.slurm, ROOT, timeout=30)
         assert cut.returncode == 0, cut.stderr
 
@@ -209,7 +214,7 @@ def time_limited_job(request, tmp_path_factory, sample_root):
 
 def test_submitits_preemption_signal_saves_then_the_requeued_job_finishes_the_run(slurm, sample_root, tmp_path):
     sweep_dir = tmp_path / "sweep"
-    epochs, batches = 6, 4
+    epochs, batches = 4, 4
     args = [sys.executable, str(ROOT / "train.py"), "-m", "hydra/launcher=submitit_slurm",
             "hydra.launcher.partition=debug", "data=sample", f"data.root={sample_root}", f"trainer.epochs={epochs}",
             f"trainer.limit_train_batches={batches}", *TINY, f"hydra.sweep.dir={sweep_dir}"]
