@@ -22,14 +22,14 @@ LONG_FIRST = ("test_slurm.py", "test_distributed.py", "test_predict_export.py", 
 
 
 def pytest_collection_modifyitems(config, items):
-    """Order for parallel workers: one test that needs the trained sample checkpoint first (a worker trains it
-    while the others run the rest), then the long end-to-end files, then the rest, and last the other tests of
-    that checkpoint, which by then is ready for whichever worker runs them (xdist hands out the first quarter of
-    the tests round-robin: any of them could reach the checkpoint before it is trained)."""
+    """Order for parallel workers (xdist hands out the next test to whichever worker is free): one test that
+    needs the trained sample checkpoint first (a worker trains it while the other starts the long files), then
+    the long end-to-end files, then the other tests of that checkpoint (trained by then; some are long), and
+    the short tests last, so that both workers finish together."""
     needs = [item for item in items if SAMPLE_FIXTURE in getattr(item, "fixturenames", ())]
     rest = [item for item in items if item not in needs]
     long = [item for item in rest if item.path.name in LONG_FIRST]
-    items[:] = needs[:1] + long + [item for item in rest if item not in long] + needs[1:]
+    items[:] = needs[:1] + long + needs[1:] + [item for item in rest if item not in long]
 
 
 def pytest_xdist_node_collection_finished(node, ids):
@@ -73,7 +73,7 @@ def sample_root(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def sample_checkpoint(sample_root, tmp_path_factory):
-    """GoogLeNet trained for 4 epochs on the sample set at 64 px, validated after the last: the demo in small,
+    """GoogLeNet trained for 4 epochs on the sample set at 56 px, validated after the last: the demo in small,
     and a start for fine-tuning (32-bit: at this size faster than bf16 autocast on a CPU).
     Trained once per test run: the first worker to need it trains it, the others read it (read-only)."""
     from googlenet.cli.config import compose_config
@@ -82,8 +82,8 @@ def sample_checkpoint(sample_root, tmp_path_factory):
     run_dir, done = shared / "sample_run", shared / "sample_run.done"
     with file_lock(shared / "sample_run.lock"):
         if not done.exists():
-            cfg = compose_config("train", ["data=sample", f"data.root={sample_root}", "data.crop_size=64",
-                                           "data.eval_resize=73", "trainer.epochs=4", "trainer.val_every=4",
+            cfg = compose_config("train", ["data=sample", f"data.root={sample_root}", "data.crop_size=56",
+                                           "data.eval_resize=64", "trainer.epochs=4", "trainer.val_every=4",
                                            "runtime.precision=32", "trainer.progress=false",
                                            "trainer.overwrite=true", f"hydra.run.dir={run_dir}"])
             assert train(cfg).exit_code == 0

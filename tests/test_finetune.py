@@ -52,7 +52,7 @@ def test_weights_that_do_not_fit_are_a_one_line_error_listing_the_keys(tmp_path)
 def test_frozen_features_do_not_change(tmp_path, sample_checkpoint):
     trainer = Trainer(_folder_run(_five_classes(tmp_path), tmp_path / "run", "model=inception_v1",
                                   f"finetune.weights={sample_checkpoint / 'last.pt'}", "finetune.freeze=features",
-                                  "data.crop_size=64", "data.eval_resize=73", "data.batch_size=4"))
+                                  "data.crop_size=56", "data.eval_resize=64", "data.batch_size=4"))
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     source = load_checkpoint(sample_checkpoint / "last.pt")["model"]
     assert all(torch.equal(before[k], source[k]) for k in before if not is_head(k))  # loaded at step 0
@@ -66,9 +66,9 @@ def test_frozen_features_do_not_change(tmp_path, sample_checkpoint):
 
 
 def test_fine_tuning_learns_faster_than_training_from_scratch(tmp_path, sample_checkpoint):
-    # held-out images (drawn with another seed) of the sample's classes; the same 20 steps for both runs
-    held_out = generate(tmp_path / "held_out", seed=123, counts={"train": 16, "val": 10})
-    budget = ["data.crop_size=64", "data.eval_resize=73", "data.batch_size=8", "trainer.epochs=1",
+    # held-out images (drawn with another seed) of the sample's classes; the same 10 steps for both runs
+    held_out = generate(tmp_path / "held_out", seed=123, counts={"train": 8, "val": 10})
+    budget = ["data.crop_size=56", "data.eval_resize=64", "data.batch_size=8", "trainer.epochs=1",
               "trainer.log_every=5"]
     scratch = train(_folder_run(held_out, tmp_path / "scratch", *budget))
     tuned = train(_folder_run(held_out, tmp_path / "tuned", *budget, f"finetune.weights={sample_checkpoint / 'last.pt'}"))

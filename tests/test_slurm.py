@@ -1,7 +1,7 @@
 """The cluster path against a real single-node SLURM (scripts/local_slurm.py, started once for these tests):
-a submitit sweep, a DDP job of two SLURM tasks, the sbatch script from a fresh checkout at a time limit, and
-submitit's preemption signal. Each test is a real submission; they skip where no private SLURM can be started
-(it needs root, and apt-get when SLURM is not installed)."""
+a submitit sweep one of whose jobs gets submitit's preemption signal, a DDP job of two SLURM tasks, and the
+sbatch script from a fresh checkout at a time limit. Each test is a real submission; they skip where no private
+SLURM can be started (it needs root, and apt-get when SLURM is not installed)."""
 import json
 import os
 import re
@@ -99,20 +99,45 @@ def submitit_jobs(sweep_dir: Path) -> list[str]:
     return tasks or sorted(n for n in names if n.isdigit())
 
 
-def test_a_submitit_slurm_sweep_runs_its_jobs_and_warns_once_that_sacct_fails(slurm, sample_root, tmp_path):
+def test_a_submitit_slurm_sweep_finishes_a_preempted_job_and_warns_once_that_sacct_fails(slurm, sample_root,
+                                                                                           tmp_path):
+    # a sweep of two jobs; one of them gets submitit's preemption signal after its first epoch
     sweep_dir = tmp_path / "sweep"
-    result = train(slurm, tmp_path, "-m", "hydra/launcher=submitit_slurm", "hydra.launcher.partition=debug",
-                   "seed=0,1", "data=sample", f"data.root={sample_root}", "trainer.epochs=1",
-                   "trainer.limit_train_batches=2", *TINY, f"hydra.sweep.dir={sweep_dir}")
-    printed = result.stdout + result.stderr
-    assert result.returncode == 0, printed[-3000:]
-    summary = result.stdout[result.stdout.index("sweep summary"):].splitlines()
+    epochs, batches = 4, 4
+    args = [sys.executable, str(ROOT / "train.py"), "-m", "hydra/launcher=submitit_slurm",
+            "hydra.launcher.partition=debug", "seed=0,1", "data=sample", f"data.root={sample_root}",
+            f"trainer.epochs={epochs}", f"trainer.limit_train_batches={batches}", *TINY,
+            f"hydra.sweep.dir={sweep_dir}"]
+    with open(tmp_path / "sweep.out", "w") as output:
+        sweep = subprocess.Popen(args, cwd=tmp_path, env=slurm, stdout=output, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.time() + 240
+            wait_for(sweep_dir / "0" / "checkpoints" / "last.pt", deadline, "job 0's first last.pt")
+            jobs = submitit_jobs(sweep_dir)
+            assert len(jobs) == 2, jobs
+            assert run(["scancel", "--signal=USR2", jobs[0]], slurm, tmp_path).returncode == 0  # what preemption sends
+            release_when_requeued(slurm, jobs[0], deadline)
+            sweep.wait(timeout=max(1, deadline - time.time()))
+        finally:
+            sweep.kill()
+    printed = (tmp_path / "sweep.out").read_text()
+    assert sweep.returncode == 0, printed[-3000:]
+    summary = printed[printed.index("sweep summary"):].splitlines()
     assert summary[1].startswith("  job 0 seed=0: completed") and summary[2].startswith("  job 1 seed=1: completed")
-    jobs = submitit_jobs(sweep_dir)
-    assert len(jobs) == 2 and all(final_state(slurm, j, time.time() + 30) == "COMPLETED" for j in jobs)
+    assert all(final_state(slurm, j, time.time() + 30) == "COMPLETED" for j in jobs)
     # accounting is off: submitit's status polls fail, and the sweep says so once, not once per poll
     assert "Bypassing sacct error" not in printed
     assert len(set(re.findall(r"\((\S+ \S+)\) - sacct fails on this cluster", printed))) == 1, printed[-3000:]
+    # the preempted job wrote last.pt before submitit requeued it, and its second run resumed from there
+    log = (sweep_dir / "0" / "train.log").read_text()
+    stopped = re.search(r"stopped at epoch \d+, step (\d+): wrote", log)
+    assert stopped and f"resumed from {sweep_dir}/0/checkpoints/last.pt" in log, log[-3000:]
+    assert 0 < int(stopped[1]) < epochs * batches
+    assert [job_field(slurm, j, "Restarts") for j in jobs] == ["1", "0"]
+    # it ends with the same number of steps as its uninterrupted sibling
+    assert steps_of(sweep_dir / "0" / "checkpoints" / "last.pt") == steps_of(sweep_dir / "1" / "checkpoints" /
+                                                                           "last.pt") == epochs * batches
+    assert "resumed from" not in (sweep_dir / "1" / "train.log").read_text()
 
 
 def test_a_ddp_job_of_two_slurm_tasks_is_one_run(slurm, sample_root, tmp_path):
@@ -210,35 +235,6 @@ def time_limited_job(request, tmp_path_factory, sample_root):
     job = TimeLimitedJob(slurm, sample_root, tmp_path_factory.mktemp("time_limited"))
     job.start()
     yield job
-
-
-def test_submitits_preemption_signal_saves_then_the_requeued_job_finishes_the_run(slurm, sample_root, tmp_path):
-    sweep_dir = tmp_path / "sweep"
-    epochs, batches = 4, 4
-    args = [sys.executable, str(ROOT / "train.py"), "-m", "hydra/launcher=submitit_slurm",
-            "hydra.launcher.partition=debug", "data=sample", f"data.root={sample_root}", f"trainer.epochs={epochs}",
-            f"trainer.limit_train_batches={batches}", *TINY, f"hydra.sweep.dir={sweep_dir}"]
-    with open(tmp_path / "sweep.out", "w") as output:
-        sweep = subprocess.Popen(args, cwd=tmp_path, env=slurm, stdout=output, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.time() + 240
-            wait_for(sweep_dir / "0" / "checkpoints" / "last.pt", deadline, "the first epoch's last.pt")
-            [job] = submitit_jobs(sweep_dir)
-            assert run(["scancel", "--signal=USR2", job], slurm, tmp_path).returncode == 0  # what preemption sends
-            release_when_requeued(slurm, job, deadline)
-            sweep.wait(timeout=max(1, deadline - time.time()))
-        finally:
-            sweep.kill()
-    printed = (tmp_path / "sweep.out").read_text()
-    assert sweep.returncode == 0, printed[-3000:]
-    log = (sweep_dir / "0" / "train.log").read_text()
-    stopped = re.search(r"stopped at epoch \d+, step (\d+): wrote", log)
-    assert stopped and f"resumed from {sweep_dir}/0/checkpoints/last.pt" in log, log[-3000:]
-    assert 0 < int(stopped[1]) < epochs * batches
-    assert job_field(slurm, job, "Restarts") == "1"
-    # the same number of steps as a run that was never interrupted
-    assert steps_of(sweep_dir / "0" / "checkpoints" / "last.pt") == epochs * batches
-    assert json.loads((sweep_dir / "0" / "result.json").read_text())["status"] == "completed"
 
 
 def test_the_sbatch_script_from_a_fresh_checkout_continues_itself_after_a_time_limit(slurm, time_limited_job):
