@@ -1,5 +1,7 @@
 """The run directory is the user's: a refused or failed start leaves another run's records alone, a live
 trainer's lock cannot be defeated, and system folders are refused (issue 21, items 2-4)."""
+import multiprocessing
+
 import pytest
 from helpers import run_script, tiny_overrides
 
@@ -84,8 +86,11 @@ def test_a_run_whose_every_training_image_is_unreadable_is_one_line_and_leaves_n
         path.write_bytes(b"not an image")
     run_dir = tmp_path / "run"
     # found in a loader worker: torch re-raises it in the trainer wrapped in the worker's traceback
+    others = set(multiprocessing.active_children())
     with pytest.raises(UserError) as e:
         train(compose_config("train", tiny_overrides(tiny_folder, run_dir, "data.workers=2")))
     assert str(e.value) == f"no readable image in {tiny_folder / 'train'}; check the files"
+    # its (persistent) loader workers ended with it, not in a later garbage collection (which stalled 20 s)
+    assert not set(multiprocessing.active_children()) - others
     # no config.yaml, no lock: nothing of a run (the command's clean-up then removes its log and the folder)
     assert [p.name for p in run_dir.rglob("*") if p.is_file()] == ["train.log"]

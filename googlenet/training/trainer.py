@@ -79,7 +79,7 @@ class Trainer:
     def __init__(self, cfg, on_run_dir: Callable[[], None] | None = None):
         self.cfg = cfg
         self.on_run_dir = on_run_dir  # called on rank 0 once the run is built (its run dir locked, resumed)
-        self.env, self.lock, self.log, self.run_dir = None, None, None, None
+        self.env, self.lock, self.log, self.run_dir, self.data = None, None, None, None, None
         self.created_config, self.closed = False, False
         self.state = RunState()
         self.stop = StopRequest()
@@ -315,6 +315,8 @@ class Trainer:
         self.closed = True
         if self.log:
             self.log.close()
+        if self.data:
+            self.data.close()
         if not started and self.created_config:
             (self.run_dir / "config.yaml").unlink(missing_ok=True)
         if self.lock:
