@@ -70,9 +70,14 @@ def installed(module: str) -> bool:
         return False
 
 
-def wait_for(path: Path, deadline: float, what: str, proc: subprocess.Popen | None = None) -> None:
-    """Until `path` exists: fails at `deadline` (time.time()), or when `proc` (if given) has ended before it."""
-    while not path.exists():
+def wait_until(condition, deadline: float, what: str, proc: subprocess.Popen | None = None) -> None:
+    """Until `condition()` holds: fails at `deadline` (time.time()), or when `proc` (if given) has ended before."""
+    while not condition():
         assert proc is None or proc.poll() is None, proc.stdout.read() if proc.stdout else f"{what}: it ended"
-        assert time.time() < deadline, f"timed out waiting for {what} ({path})"
+        assert time.time() < deadline, f"timed out waiting for {what}"
         time.sleep(0.1)
+
+
+def wait_for(path: Path, deadline: float, what: str, proc: subprocess.Popen | None = None) -> None:
+    """Until `path` exists (see wait_until)."""
+    wait_until(path.exists, deadline, f"{what} ({path})", proc)

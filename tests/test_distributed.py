@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import ROOT, installed, make_folder, tiny_overrides, wait_for
+from helpers import ROOT, installed, make_folder, tiny_overrides, wait_for, wait_until
 
 from googlenet.checkpoint import load_checkpoint
 from googlenet.cli.config import compose_config
@@ -156,20 +156,16 @@ def test_a_killed_worker_is_restarted_from_last_pt_and_sigterm_to_the_launchers_
     assert len(workers) == 2
     os.kill(workers[-1], signal.SIGKILL)
     # the launcher starts both workers again; they resume from last.pt and save it again 3 steps on
-    while "resumed from" not in (run_dir / "train.log").read_text():
-        assert proc.poll() is None and time.time() < deadline, "the workers were not restarted"
-        time.sleep(0.1)
+    wait_until(lambda: "resumed from" in (run_dir / "train.log").read_text(), deadline, "the restart", proc)
     resumed = last.stat().st_mtime_ns
-    while last.stat().st_mtime_ns == resumed:
-        assert proc.poll() is None and time.time() < deadline, "the restarted workers did not save"
-        time.sleep(0.1)
+    wait_until(lambda: last.stat().st_mtime_ns != resumed, deadline, "the restarted workers' save", proc)
     time.sleep(0.5)  # now mid-epoch
     os.killpg(proc.pid, signal.SIGTERM)  # launcher, workers and their loader workers alike
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, out
     assert "stopped at epoch" in out and "all 2 worker(s) saved and exited 0" in out, out
     # the surviving worker of the first pair fails on its lost peer; the restarted pair stops cleanly
-    assert "resumed from" in out and "Traceback" not in out.split("resumed from")[-1].split("stopped at epoch")[0]  # they stopped cleanly
+    assert "resumed from" in out and "Traceback" not in out.split("resumed from")[-1].split("stopped at epoch")[0]
     log = (run_dir / "train.log").read_text()
     assert all(log.count(f"epoch {e}/500 |") <= 1 for e in range(1, 500)), log  # the restart repeated no epoch
     state = load_checkpoint(last)
