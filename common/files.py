@@ -10,6 +10,8 @@ import contextlib
 import errno
 import os
 import re
+import secrets
+import shutil
 import tempfile
 from pathlib import Path
 from typing import IO, Callable
@@ -33,8 +35,12 @@ def temp_prefix(path: Path) -> str:
     return f".{path.name}."
 
 
-def write_atomic(path: str | Path, write: Callable[[IO[bytes]], None] | bytes | str) -> Path:
-    """Write `path` atomically; `write` is the content or a function that writes to a binary file object."""
+def write_atomic(path: str | Path, write: Callable[[IO[bytes]], None] | bytes | str,
+                 also: tuple[str | Path, ...] = ()) -> Path:
+    """Write `path` atomically; `write` is the content or a function that writes to a binary file object.
+    The same content is written once and appears under each of `also` (files in the same folder) before
+    `path`, in that order, each name atomically: as hard links of the one file (a later write of one name
+    replaces that name only), or as copies where the file system has no hard links."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -50,6 +56,8 @@ def write_atomic(path: str | Path, write: Callable[[IO[bytes]], None] | bytes | 
                 f.write(write.encode() if isinstance(write, str) else write)
             f.flush()
             os.fsync(f.fileno())
+        for other in also:
+            _publish_copy(Path(tmp), path.parent / Path(other).name)
         os.replace(tmp, path)
     except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
@@ -58,6 +66,28 @@ def write_atomic(path: str | Path, write: Callable[[IO[bytes]], None] | bytes | 
                             "(the previous file, if any, is intact)") from None
         raise
     return path
+
+
+def _publish_copy(source: Path, path: Path) -> None:
+    """`source`'s content under `path`, atomically: a hard link, or a fsynced copy where links fail."""
+    tmp = path.parent / f"{temp_prefix(path)}{secrets.token_hex(4)}{TEMP_SUFFIX}"  # OUR_TEMP_FILE's pattern
+    try:
+        try:
+            os.link(source, tmp)
+        except FileExistsError:
+            raise
+        except OSError:  # no hard links on this file system (EPERM, EXDEV, EMLINK, ENOTSUP, ...)
+            with open(source, "rb") as src, open(tmp, "xb") as dst:
+                shutil.copyfileobj(src, dst)
+                dst.flush()
+                os.fsync(dst.fileno())
+            os.chmod(tmp, 0o666 & ~current_umask())
+        os.replace(tmp, path)
+    except FileExistsError:
+        raise  # another writer's temporary file (2**-32 odds): not ours to remove
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _raised_for(error: BaseException | None, codes: tuple[int, ...]) -> bool:

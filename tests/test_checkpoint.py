@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from common.errors import UserError
-from googlenet.checkpoint import load_checkpoint, save_checkpoint
+from googlenet.checkpoint import all_finite, load_checkpoint, save_checkpoint
 
 
 def test_atomic_checkpoint_never_leaves_a_partial_file(tmp_path, monkeypatch):
@@ -104,3 +104,14 @@ def test_checkpoints_of_an_older_format_are_refused_in_one_line(tmp_path):
     for read in (load_checkpoint, lambda p: read_weights(p, "ckpt")):
         with pytest.raises(UserError, match=f"has format googlenet-inception/1, this version reads {FORMAT}"):
             read(old)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
+def test_all_finite_finds_each_kind_of_non_finite_value_and_no_other(dtype):
+    big = torch.finfo(dtype).max
+    state = {"w": torch.full((1000,), big, dtype=dtype), "b": torch.zeros(3, dtype=dtype),
+             "steps": torch.tensor(2**62)}  # finite however large: a sum of them overflows dtype, not the check
+    assert all_finite(state) and all_finite({}) and all_finite({"steps": torch.tensor(1)})
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        broken = {**state, "b": torch.tensor([0.0, bad, 0.0], dtype=dtype)}
+        assert not all_finite(broken), bad

@@ -1,9 +1,13 @@
 """Resuming and the run directory: what a stopped, killed or changed run may and may not do."""
+import os
+from pathlib import Path
+
 import pytest
 import torch
 from helpers import tiny_overrides
 
 from common.errors import UserError
+from common.files import current_umask
 from googlenet.checkpoint import RunCheckpoints, load_checkpoint
 from googlenet.cli.config import compose_config
 from googlenet.training.rundir import RunLock
@@ -41,11 +45,25 @@ def test_a_fresh_run_never_replaces_the_checkpoints_of_its_run_dir(tmp_path, tin
     assert load_checkpoint(last)["epoch"] == 1
 
 
-def test_best_is_written_before_last(tmp_path, monkeypatch):
-    written = []
-    monkeypatch.setattr("googlenet.checkpoint.save_checkpoint", lambda state, path: written.append(path.name))
-    RunCheckpoints(tmp_path).save_epoch({"x": 1}, epoch=3, improved=True, keep_last=1)
-    assert written == ["best.pt", "last.pt", "epoch_3.pt"]
+def _no_hard_links(source, target):
+    raise PermissionError(1, "Operation not permitted", str(target))
+
+
+@pytest.mark.parametrize("links", [True, False], ids=["hard links", "no hard links"])
+def test_an_epoch_is_written_once_under_its_names_best_first_and_last_pt_last(tmp_path, monkeypatch, links):
+    published, real_replace = [], os.replace
+    monkeypatch.setattr(os, "replace", lambda src, dst: published.append(Path(dst).name) or real_replace(src, dst))
+    if not links:  # a file system without hard links: copies
+        monkeypatch.setattr(os, "link", _no_hard_links)
+    checkpoints = RunCheckpoints(tmp_path)
+    checkpoints.save_epoch({"x": torch.ones(3)}, epoch=3, improved=True, keep_last=1)
+    assert published == ["best.pt", "epoch_3.pt", "last.pt"]  # a kill in between leaves last.pt at the epoch before
+    inodes = {(tmp_path / name).stat().st_ino for name in published}
+    assert len(inodes) == (1 if links else 3)
+    checkpoints.save_epoch({"x": torch.zeros(3)}, epoch=4, improved=False, keep_last=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "epoch_4.pt", "last.pt"]  # no temp file
+    assert [load_checkpoint(tmp_path / n, required=("x",))["x"].sum().item() for n in ("best.pt", "last.pt")] == [3, 0]
+    assert oct((tmp_path / "best.pt").stat().st_mode & 0o777) == oct(0o666 & ~current_umask())
 
 
 def test_a_stop_during_validation_keeps_the_trained_epoch_and_resume_validates_it(tmp_path, tiny_folder):
