@@ -74,8 +74,6 @@ def _publish_copy(source: Path, path: Path) -> None:
     try:
         try:
             os.link(source, tmp)
-        except FileExistsError:
-            raise
         except OSError:  # no hard links on this file system (EPERM, EXDEV, EMLINK, ENOTSUP, ...)
             with open(source, "rb") as src, open(tmp, "xb") as dst:
                 shutil.copyfileobj(src, dst)
@@ -83,8 +81,6 @@ def _publish_copy(source: Path, path: Path) -> None:
                 os.fsync(dst.fileno())
             os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
-    except FileExistsError:
-        raise  # another writer's temporary file (2**-32 odds): not ours to remove
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
