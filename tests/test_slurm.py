@@ -182,12 +182,15 @@ class TimeLimitedJob(threading.Thread):
 
     slurmctld sends the script's --signal=TERM@120 at the first of its time-limit checks (every CHECK_PERIOD s
     from its start) that finds at most WARNING + CHECK_PERIOD seconds left (measured here). The job is submitted
-    just after a check, with a long limit. Once its run has written config.yaml (from then on its stop handlers
-    are in place; a signal before would kill a process still starting), the limit is cut to the whole minutes
-    that leave 90-150 s at the next check: the signal comes at that check, while the run still trains (a start-up
-    of S seconds leaves about 30 - S s to wait), and the time limit a minute or more later."""
+    with a long limit. Once its run has written config.yaml (from then on its stop handlers are in place; a
+    signal before would kill a process still starting), the job waits for the next check suspended (stopped:
+    no CPU, rather than training for up to 30 s), runs again RUNS_BEFORE_CHECK s before it, and its limit is
+    cut to the whole minutes that leave 90-150 s at that check: the signal comes at the check, while the run
+    trains, and the time limit a minute or more later."""
 
-    EPOCHS, BATCHES = 3, 120  # about 35 s of training on one core: longer than the wait for the signal
+    EPOCHS, BATCHES = 3, 50  # 16 s of training on one core here; the signal came at step 45-50, 4-5 s in
+    LIMIT = 10  # minutes, at submission and for the requeued run
+    RUNS_BEFORE_CHECK = 3
 
     def __init__(self, slurm, sample_root, folder: Path):
         super().__init__(daemon=True)
@@ -199,18 +202,21 @@ class TimeLimitedJob(threading.Thread):
 
     def run(self):
         try:
-            time.sleep(max(0.0, self.next_check(time.time()) + 0.5 - time.time()))
             # the script asks for 8 GPUs a node: this node has none, one process on the CPU
             submitted = run(["sbatch", "--parsable", "--nodes=1", "--gpus-per-node=0", "--cpus-per-task=1",
-                             "--time=10", "scripts/slurm_train.sbatch", *self.overrides], self.slurm, self.clone,
-                            extra_env={"GPUS_PER_NODE": "1"})
+                             f"--time={self.LIMIT}", "scripts/slurm_train.sbatch", *self.overrides], self.slurm,
+                            self.clone, extra_env={"GPUS_PER_NODE": "1"})
             assert submitted.returncode == 0, submitted.stderr
             self.job = submitted.stdout.strip().split(";")[0]
             wait_for(self.clone / "runs" / f"slurm-{self.job}" / "config.yaml", self.deadline, "the run to start")
-            self.cut_time_limit()
+            self.scontrol("suspend", self.job)
+            check = self.next_check(time.time() + self.RUNS_BEFORE_CHECK + 1)
+            time.sleep(max(0.0, check - self.RUNS_BEFORE_CHECK - time.time()))
+            self.scontrol("resume", self.job)
+            self.cut_time_limit(check)
             # the script requeues the stopped run; SLURM gives a requeued job its time limit again (here ten
             # minutes, so that the continued run is not signalled too)
-            release_when_requeued(self.slurm, self.job, self.deadline, TimeLimit=10)
+            release_when_requeued(self.slurm, self.job, self.deadline, TimeLimit=self.LIMIT)
         except BaseException as e:  # noqa: BLE001 - reported by the test
             self.error = e
 
@@ -219,11 +225,15 @@ class TimeLimitedJob(threading.Thread):
         started = float((Path(self.slurm["SLURM_CONF"]).parent / "slurmctld.started").read_text())
         return started + CHECK_PERIOD * ((after - started) // CHECK_PERIOD + 1)
 
-    def cut_time_limit(self) -> None:
-        job_started = datetime.fromisoformat(job_field(self.slurm, self.job, "StartTime")).timestamp()
-        minutes = int((self.next_check(time.time() + 2) - job_started + WARNING + CHECK_PERIOD) // 60)
-        cut = run(["scontrol", "update", f"JobId={self.job}", f"TimeLimit={minutes}"], self.slurm, ROOT, timeout=30)
-        assert cut.returncode == 0, cut.stderr
+    def cut_time_limit(self, check: float) -> None:
+        """A limit counts from the job's start plus the time it was suspended: EndTime less the limit."""
+        end = datetime.fromisoformat(job_field(self.slurm, self.job, "EndTime")).timestamp()
+        minutes = int((check - (end - 60 * self.LIMIT) + WARNING + CHECK_PERIOD) // 60)
+        self.scontrol("update", f"JobId={self.job}", f"TimeLimit={minutes}")
+
+    def scontrol(self, *args) -> None:
+        done = run(["scontrol", *args], self.slurm, ROOT, timeout=30)
+        assert done.returncode == 0, f"scontrol {' '.join(args)}: {done.stderr}"
 
 
 @pytest.fixture(scope="module", autouse=True)
