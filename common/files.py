@@ -69,17 +69,16 @@ def write_atomic(path: str | Path, write: Callable[[IO[bytes]], None] | bytes | 
 
 
 def _publish_copy(source: Path, path: Path) -> None:
-    """`source`'s content under `path`, atomically: a hard link, or a fsynced copy where links fail."""
+    """`source`'s content under `path`, atomically: a hard link to it, or a copy (write_atomic) where the file
+    system has no hard links."""
     tmp = path.parent / f"{temp_prefix(path)}{secrets.token_hex(4)}{TEMP_SUFFIX}"  # OUR_TEMP_FILE's pattern
     try:
-        try:
-            os.link(source, tmp)
-        except OSError:  # no hard links on this file system (EPERM, EXDEV, EMLINK, ENOTSUP, ...)
-            with open(source, "rb") as src, open(tmp, "xb") as dst:
-                shutil.copyfileobj(src, dst)
-                dst.flush()
-                os.fsync(dst.fileno())
-            os.chmod(tmp, 0o666 & ~current_umask())
+        os.link(source, tmp)
+    except OSError:  # EPERM, EXDEV, EMLINK, ENOTSUP, ...
+        with open(source, "rb") as src:
+            write_atomic(path, lambda f: shutil.copyfileobj(src, f))
+        return
+    try:
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -138,8 +138,8 @@ class RunCheckpoints:
         last.pt, in that order: a kill in between leaves the improvement in best.pt, and last.pt at the previous
         epoch, which a resume trains again. One write; the other names are links to it."""
         keep = keep_last > 0 and self.enabled
-        self.save("last.pt", checkpoint, also=(*(["best.pt"] if improved else []),
-                                                *([f"epoch_{epoch}.pt"] if keep else [])))
+        also = (["best.pt"] if improved else []) + ([f"epoch_{epoch}.pt"] if keep else [])
+        self.save("last.pt", checkpoint, tuple(also))
         if keep:
             (self.folder / f"epoch_{epoch - keep_last}.pt").unlink(missing_ok=True)
 

@@ -54,7 +54,9 @@ def train(env, cwd, *overrides, timeout=180) -> subprocess.CompletedProcess:
 
 
 def scontrol(env, *args) -> str:
-    return run(["scontrol", *args], env, ROOT, timeout=30).stdout
+    done = run(["scontrol", *args], env, ROOT, timeout=30)
+    assert done.returncode == 0, f"scontrol {' '.join(args)}: {done.stderr}"
+    return done.stdout
 
 
 def job_field(env, job: str, name: str) -> str:
@@ -209,10 +211,10 @@ class TimeLimitedJob(threading.Thread):
             assert submitted.returncode == 0, submitted.stderr
             self.job = submitted.stdout.strip().split(";")[0]
             wait_for(self.clone / "runs" / f"slurm-{self.job}" / "config.yaml", self.deadline, "the run to start")
-            self.scontrol("suspend", self.job)
+            scontrol(self.slurm, "suspend", self.job)
             check = self.next_check(time.time() + self.RUNS_BEFORE_CHECK + 1)
             time.sleep(max(0.0, check - self.RUNS_BEFORE_CHECK - time.time()))
-            self.scontrol("resume", self.job)
+            scontrol(self.slurm, "resume", self.job)
             self.cut_time_limit(check)
             # the script requeues the stopped run; SLURM gives a requeued job its time limit again (here ten
             # minutes, so that the continued run is not signalled too)
@@ -229,11 +231,7 @@ class TimeLimitedJob(threading.Thread):
         """A limit counts from the job's start plus the time it was suspended: EndTime less the limit."""
         end = datetime.fromisoformat(job_field(self.slurm, self.job, "EndTime")).timestamp()
         minutes = int((check - (end - 60 * self.LIMIT) + WARNING + CHECK_PERIOD) // 60)
-        self.scontrol("update", f"JobId={self.job}", f"TimeLimit={minutes}")
-
-    def scontrol(self, *args) -> None:
-        done = run(["scontrol", *args], self.slurm, ROOT, timeout=30)
-        assert done.returncode == 0, f"scontrol {' '.join(args)}: {done.stderr}"
+        scontrol(self.slurm, "update", f"JobId={self.job}", f"TimeLimit={minutes}")
 
 
 @pytest.fixture(scope="module", autouse=True)
